@@ -1,0 +1,127 @@
+//! InventoryActor: the catalogue and the stock. Reservations take stock for every line of an
+//! order or for none (the store does it with conditional decrements, so concurrent orders can
+//! never oversell); stock comes back through the order's transition to failed or cancelled.
+
+use std::sync::Arc;
+
+use actix::prelude::*;
+use chrono::Utc;
+
+use super::{count_restart, guarded, MAILBOX_CAPACITY};
+use crate::domain::{Id, Page};
+use crate::error::AppError;
+use crate::messages::inventory::*;
+use crate::metrics::{backend_call, STOCK_RESERVATION_FAILURES_TOTAL};
+use crate::store::{ReserveOutcome, Store};
+
+pub const NAME: &str = "inventory";
+
+pub struct InventoryActor {
+    pub store: Arc<dyn Store>,
+}
+
+impl Actor for InventoryActor {
+    type Context = Context<Self>;
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
+    }
+}
+
+impl Supervised for InventoryActor {
+    fn restarting(&mut self, _: &mut Context<Self>) {
+        count_restart(NAME);
+    }
+}
+
+impl Handler<ListProducts> for InventoryActor {
+    type Result = ResponseActFuture<Self, Result<Page<crate::domain::Product>, AppError>>;
+    fn handle(&mut self, msg: ListProducts, _: &mut Context<Self>) -> Self::Result {
+        let store = self.store.clone();
+        guarded(NAME, async move {
+            let (items, total) =
+                backend_call("store", "list_products", store.list_products(msg.page)).await?;
+            Ok(Page::new(items, msg.page, total))
+        })
+    }
+}
+
+impl Handler<GetProduct> for InventoryActor {
+    type Result = ResponseActFuture<Self, Result<crate::domain::Product, AppError>>;
+    fn handle(&mut self, msg: GetProduct, _: &mut Context<Self>) -> Self::Result {
+        let store = self.store.clone();
+        guarded(NAME, async move {
+            backend_call("store", "find_product", store.find_product(msg.id))
+                .await?
+                .ok_or(AppError::NotFound("product"))
+        })
+    }
+}
+
+impl Handler<CreateProduct> for InventoryActor {
+    type Result = ResponseActFuture<Self, Result<crate::domain::Product, AppError>>;
+    fn handle(&mut self, msg: CreateProduct, _: &mut Context<Self>) -> Self::Result {
+        let store = self.store.clone();
+        guarded(NAME, async move {
+            let product = backend_call(
+                "store",
+                "insert_product",
+                store.insert_product(&msg.product, Id::new(), Utc::now()),
+            )
+            .await?;
+            tracing::info!(product_id = %product.id, "product created");
+            Ok(product)
+        })
+    }
+}
+
+impl Handler<UpdateProduct> for InventoryActor {
+    type Result = ResponseActFuture<Self, Result<crate::domain::Product, AppError>>;
+    fn handle(&mut self, msg: UpdateProduct, _: &mut Context<Self>) -> Self::Result {
+        let store = self.store.clone();
+        guarded(NAME, async move {
+            let product = backend_call(
+                "store",
+                "update_product",
+                store.update_product(msg.id, &msg.patch, Utc::now()),
+            )
+            .await?
+            .ok_or(AppError::NotFound("product"))?;
+            tracing::info!(product_id = %product.id, "product updated");
+            Ok(product)
+        })
+    }
+}
+
+impl Handler<ReserveStock> for InventoryActor {
+    type Result = ResponseActFuture<
+        Self,
+        Result<Vec<(crate::domain::Product, crate::domain::OrderLine)>, AppError>,
+    >;
+    fn handle(&mut self, msg: ReserveStock, _: &mut Context<Self>) -> Self::Result {
+        let store = self.store.clone();
+        guarded(NAME, async move {
+            match backend_call("store", "reserve_stock", store.reserve_stock(&msg.lines)).await? {
+                ReserveOutcome::Reserved(reserved) => Ok(reserved),
+                ReserveOutcome::UnknownProducts(ids) => {
+                    metrics::counter!(STOCK_RESERVATION_FAILURES_TOTAL, "reason" => "unknown_product").increment(1);
+                    Err(AppError::UnknownProducts(ids))
+                }
+                ReserveOutcome::Insufficient(shortages) => {
+                    metrics::counter!(STOCK_RESERVATION_FAILURES_TOTAL, "reason" => "insufficient_stock").increment(1);
+                    Err(AppError::InsufficientStock(shortages))
+                }
+            }
+        })
+    }
+}
+
+impl Handler<ReleaseStock> for InventoryActor {
+    type Result = ResponseActFuture<Self, Result<(), AppError>>;
+    fn handle(&mut self, msg: ReleaseStock, _: &mut Context<Self>) -> Self::Result {
+        let store = self.store.clone();
+        guarded(NAME, async move {
+            backend_call("store", "release_stock", store.release_stock(&msg.lines)).await?;
+            Ok(())
+        })
+    }
+}

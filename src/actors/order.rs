@@ -1,0 +1,449 @@
+//! OrderActor: places orders (reserve stock, store, enqueue), serves order reads through the
+//! cache, cancels, and processes queue messages through the order lifecycle.
+//!
+//! Delivery is at-least-once, so processing is written to be repeatable: a message means "look
+//! at this order and do what is due". Each status change is a conditional update on the stored
+//! status (a duplicate or late message finds nothing to move), stock is returned inside the
+//! transition that fails or cancels the order, and each email is claimed once per status
+//! before it is sent.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use chrono::Utc;
+use tracing::Instrument;
+
+use super::inventory::{self, InventoryActor};
+use super::mailer::{self, MailerActor};
+use super::{ask, count_restart, guarded, MAILBOX_CAPACITY};
+use crate::cache::{order_key, Cache};
+use crate::domain::{Id, Order, OrderItem, OrderStatus, Page};
+use crate::error::AppError;
+use crate::messages::inventory::{ReleaseStock, ReserveStock};
+use crate::messages::mailer::SendOrderEmail;
+use crate::messages::order::*;
+use crate::metrics::*;
+use crate::queue::{OrderMessage, Queue};
+use crate::store::{Store, TransitionOutcome};
+use crate::tokens::Principal;
+
+pub const NAME: &str = "order";
+
+/// How often the outbox reconciler looks for orders whose queue message was never confirmed.
+const OUTBOX_INTERVAL: Duration = Duration::from_secs(5);
+/// An order younger than this may still be on its way to the queue from the request that placed it.
+const OUTBOX_GRACE: Duration = Duration::from_secs(10);
+
+#[derive(Clone)]
+pub struct OrderActor {
+    pub store: Arc<dyn Store>,
+    pub cache: Arc<dyn Cache>,
+    pub queue: Arc<dyn Queue>,
+    pub inventory: Addr<InventoryActor>,
+    pub mailer: Addr<MailerActor>,
+    pub cache_ttl: Duration,
+    /// Set while a reconciler pass runs, so slow passes never pile up.
+    pub outbox_busy: Arc<AtomicBool>,
+}
+
+impl Actor for OrderActor {
+    type Context = Context<Self>;
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
+        ctx.run_interval(OUTBOX_INTERVAL, |actor, ctx| {
+            if actor.outbox_busy.swap(true, Ordering::AcqRel) {
+                return;
+            }
+            let this = actor.clone();
+            ctx.spawn(actix::fut::wrap_future(async move {
+                if let Err(e) = this.resend_unqueued().await {
+                    tracing::warn!(error = %e, "outbox reconciler pass failed");
+                }
+                this.outbox_busy.store(false, Ordering::Release);
+            }));
+        });
+    }
+}
+
+impl Supervised for OrderActor {
+    fn restarting(&mut self, _: &mut Context<Self>) {
+        count_restart(NAME);
+    }
+}
+
+impl OrderActor {
+    /// Writes the order's current state to the cache after a change, so no read shows the old
+    /// status once the change is acknowledged. If the write fails the entry is dropped instead.
+    async fn cache_order(&self, order: &Order) {
+        let key = order_key(order.id);
+        let json = serde_json::to_string(order).expect("orders serialise");
+        if let Err(e) = self.cache.set(&key, &json, self.cache_ttl).await {
+            metrics::counter!(CACHE_ERRORS_TOTAL, "operation" => "set").increment(1);
+            tracing::warn!(error = %e, order_id = %order.id, "order cache write failed; invalidating");
+            if self.cache.delete(&key).await.is_err() {
+                metrics::counter!(CACHE_ERRORS_TOTAL, "operation" => "delete").increment(1);
+            }
+        }
+    }
+
+    /// Reads an order through the cache; the store answers when the cache misses or fails.
+    async fn load_order(&self, id: Id) -> Result<Option<Order>, AppError> {
+        let key = order_key(id);
+        match self.cache.get(&key).await {
+            Ok(Some(json)) => match serde_json::from_str::<Order>(&json) {
+                Ok(order) => {
+                    metrics::counter!(CACHE_HITS_TOTAL, "cache" => "order").increment(1);
+                    return Ok(Some(order));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "unreadable order in cache; reading the store")
+                }
+            },
+            Ok(None) => metrics::counter!(CACHE_MISSES_TOTAL, "cache" => "order").increment(1),
+            Err(e) => {
+                metrics::counter!(CACHE_ERRORS_TOTAL, "operation" => "get").increment(1);
+                tracing::warn!(error = %e, "order cache read failed; reading the store");
+            }
+        }
+        let order = backend_call("store", "find_order", self.store.find_order(id)).await?;
+        if let Some(order) = &order {
+            let json = serde_json::to_string(order).expect("orders serialise");
+            // Only fill an empty slot: a writer may have stored a newer status meanwhile.
+            if self
+                .cache
+                .set_if_absent(&key, &json, self.cache_ttl)
+                .await
+                .is_err()
+            {
+                metrics::counter!(CACHE_ERRORS_TOTAL, "operation" => "set").increment(1);
+            }
+        }
+        Ok(order)
+    }
+
+    async fn enqueue(&self, order_id: Id, request_id: Option<String>) -> Result<(), AppError> {
+        let body = serde_json::to_string(&OrderMessage {
+            order_id,
+            request_id,
+        })
+        .expect("messages serialise");
+        backend_call("queue", "send", self.queue.send_batch(&[body])).await?;
+        metrics::counter!(QUEUE_MESSAGES_SENT_TOTAL).increment(1);
+        Ok(())
+    }
+
+    /// Applies one conditional transition and keeps cache and metrics in step.
+    async fn transition(
+        &self,
+        order_id: Id,
+        from: OrderStatus,
+        to: OrderStatus,
+        reason: Option<&str>,
+    ) -> Result<TransitionOutcome, AppError> {
+        let outcome = backend_call(
+            "store",
+            "transition_order",
+            self.store
+                .transition_order(order_id, from, to, reason, Utc::now()),
+        )
+        .await?;
+        if let TransitionOutcome::Moved(order) = &outcome {
+            self.cache_order(order).await;
+            tracing::info!(order_id = %order.id, from = from.as_str(), to = to.as_str(), "order status changed");
+            match to {
+                OrderStatus::Completed => {
+                    metrics::counter!(ORDERS_COMPLETED_TOTAL).increment(1);
+                    let waited = (order.updated_at - order.created_at)
+                        .to_std()
+                        .unwrap_or_default();
+                    metrics::histogram!(ORDER_COMPLETION_SECONDS).record(waited.as_secs_f64());
+                }
+                OrderStatus::Failed => metrics::counter!(ORDERS_FAILED_TOTAL).increment(1),
+                OrderStatus::Cancelled => metrics::counter!(ORDERS_CANCELLED_TOTAL).increment(1),
+                OrderStatus::Pending | OrderStatus::Processing => {}
+            }
+        }
+        Ok(outcome)
+    }
+
+    /// Emails the customer about the order's current (terminal) status, once per status.
+    async fn notify(&self, order: &Order, request_id: Option<String>) -> Result<(), AppError> {
+        let claimed = backend_call(
+            "store",
+            "claim_notification",
+            self.store.claim_notification(order.id, order.status),
+        )
+        .await?;
+        if !claimed {
+            return Ok(());
+        }
+        let sent = async {
+            let user = backend_call("store", "find_user", self.store.find_user(order.user_id))
+                .await?
+                .ok_or_else(|| {
+                    AppError::Internal(format!("order {} belongs to no user", order.id))
+                })?;
+            let email = SendOrderEmail {
+                order: order.clone(),
+                to: user.email,
+                to_name: user.name,
+                request_id,
+            };
+            ask(mailer::NAME, &self.mailer, email).await
+        }
+        .await;
+        if let Err(e) = &sent {
+            // Give the claim back so the next delivery of the message tries again.
+            tracing::warn!(error = %e, order_id = %order.id, "order email not sent; will retry");
+            let _ = self
+                .store
+                .release_notification(order.id, order.status)
+                .await;
+        }
+        sent
+    }
+
+    async fn create(self, msg: CreateOrder) -> Result<Order, AppError> {
+        let reserved = ask(
+            inventory::NAME,
+            &self.inventory,
+            ReserveStock {
+                lines: msg.lines.clone(),
+            },
+        )
+        .await?;
+        let items = reserved
+            .into_iter()
+            .map(|(product, line)| {
+                OrderItem::new(product.id, product.name, product.price, line.quantity)
+            })
+            .collect();
+        let order = Order::place(
+            msg.principal.user_id,
+            items,
+            msg.shipping_address,
+            msg.payment_method,
+            Utc::now(),
+        );
+        if let Err(e) = backend_call("store", "insert_order", self.store.insert_order(&order)).await
+        {
+            // The stock is ours but no order holds it: give it back before answering.
+            if let Err(release) = ask(
+                inventory::NAME,
+                &self.inventory,
+                ReleaseStock { lines: msg.lines },
+            )
+            .await
+            {
+                tracing::error!(error = %release, order_id = %order.id, "could not return stock of an unsaved order");
+            }
+            return Err(e.into());
+        }
+        metrics::counter!(ORDERS_CREATED_TOTAL).increment(1);
+        tracing::info!(order_id = %order.id, total = order.total_amount.value(), "order placed");
+        self.cache_order(&order).await;
+        // The order is stored, so it is accepted whatever the queue does now: if the send fails,
+        // the outbox reconciler sends it later (the order's `enqueued` flag stays unset).
+        match self.enqueue(order.id, Some(msg.request_id)).await {
+            Ok(()) => {
+                if let Err(e) = self.store.mark_enqueued(order.id).await {
+                    tracing::warn!(error = %e, order_id = %order.id, "could not mark order enqueued; it may be sent twice");
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, order_id = %order.id, "queue unavailable; the outbox will send the order")
+            }
+        }
+        Ok(order)
+    }
+
+    /// The outbox: orders stored but never confirmed on the queue are sent now. A message sent
+    /// twice is harmless, since processing is idempotent.
+    async fn resend_unqueued(&self) -> Result<(), AppError> {
+        let before = Utc::now() - chrono::Duration::from_std(OUTBOX_GRACE).expect("small duration");
+        let ids = self.store.unenqueued_orders(before, 100).await?;
+        for id in ids {
+            self.enqueue(id, None).await?;
+            self.store.mark_enqueued(id).await?;
+            metrics::counter!(OUTBOX_RESENT_TOTAL).increment(1);
+            tracing::info!(order_id = %id, "outbox sent an order that was never queued");
+        }
+        Ok(())
+    }
+
+    async fn cancel(self, msg: CancelOrder) -> Result<Order, AppError> {
+        let order = backend_call("store", "find_order", self.store.find_order(msg.order_id))
+            .await?
+            .filter(|o| o.user_id == msg.principal.user_id || msg.principal.is_admin())
+            .ok_or(AppError::NotFound("order"))?;
+        if order.status != OrderStatus::Pending {
+            return Err(AppError::InvalidTransition {
+                current: order.status,
+                action: "cancelled",
+            });
+        }
+        let cancelled = match self
+            .transition(order.id, OrderStatus::Pending, OrderStatus::Cancelled, None)
+            .await?
+        {
+            TransitionOutcome::Moved(o) => o,
+            TransitionOutcome::Refused(now) => {
+                let current = now.map_or(order.status, |o| o.status);
+                return Err(AppError::InvalidTransition {
+                    current,
+                    action: "cancelled",
+                });
+            }
+        };
+        if self
+            .notify(&cancelled, Some(msg.request_id.clone()))
+            .await
+            .is_err()
+        {
+            // The cancellation stands; a worker will send the email from the queue.
+            if let Err(e) = self.enqueue(cancelled.id, Some(msg.request_id)).await {
+                tracing::error!(error = %e, order_id = %cancelled.id, "cancellation email could not be scheduled");
+            }
+        }
+        Ok(cancelled)
+    }
+
+    /// Moves the order as far along its lifecycle as is due, and tells the customer.
+    async fn process(&self, msg: &ProcessOrder) -> Result<(), AppError> {
+        let id = msg.message.order_id;
+        let Some(mut order) =
+            backend_call("store", "find_order", self.store.find_order(id)).await?
+        else {
+            tracing::warn!(order_id = %id, "message for an unknown order; dropping it");
+            return Ok(());
+        };
+        if order.status == OrderStatus::Pending {
+            order = match self
+                .transition(id, OrderStatus::Pending, OrderStatus::Processing, None)
+                .await?
+            {
+                TransitionOutcome::Moved(o) | TransitionOutcome::Refused(Some(o)) => o,
+                TransitionOutcome::Refused(None) => return Ok(()),
+            };
+        }
+        if order.status == OrderStatus::Processing {
+            // Processing is where payment capture and fulfilment integrations plug in; today the
+            // order is complete once it is accepted and its stock is reserved.
+            order = match self
+                .transition(id, OrderStatus::Processing, OrderStatus::Completed, None)
+                .await?
+            {
+                TransitionOutcome::Moved(o) | TransitionOutcome::Refused(Some(o)) => o,
+                TransitionOutcome::Refused(None) => return Ok(()),
+            };
+        }
+        if order.status.is_terminal() {
+            self.notify(&order, msg.message.request_id.clone()).await?;
+        }
+        Ok(())
+    }
+
+    /// The message failed on its last allowed delivery: the order fails for good, its stock goes
+    /// back and the customer is told. The message itself still goes to the dead-letter queue.
+    async fn give_up(&self, msg: &ProcessOrder, cause: &AppError) {
+        let id = msg.message.order_id;
+        let reason = format!("processing failed after {} attempts", msg.receive_count);
+        let result = async {
+            // A pending order first moves to processing: failed is only reachable from there.
+            let _ = self
+                .transition(id, OrderStatus::Pending, OrderStatus::Processing, None)
+                .await?;
+            if let TransitionOutcome::Moved(order) = self
+                .transition(
+                    id,
+                    OrderStatus::Processing,
+                    OrderStatus::Failed,
+                    Some(&reason),
+                )
+                .await?
+            {
+                tracing::error!(order_id = %id, cause = %cause, "order failed");
+                self.notify(&order, msg.message.request_id.clone()).await?;
+            }
+            Ok::<(), AppError>(())
+        }
+        .await;
+        if let Err(e) = result {
+            tracing::error!(order_id = %id, error = %e, "could not mark a failing order failed");
+        }
+    }
+}
+
+impl Handler<CreateOrder> for OrderActor {
+    type Result = ResponseActFuture<Self, Result<Order, AppError>>;
+    fn handle(&mut self, msg: CreateOrder, _: &mut Context<Self>) -> Self::Result {
+        guarded(NAME, self.clone().create(msg))
+    }
+}
+
+impl Handler<GetOrder> for OrderActor {
+    type Result = ResponseActFuture<Self, Result<Order, AppError>>;
+    fn handle(&mut self, msg: GetOrder, _: &mut Context<Self>) -> Self::Result {
+        let this = self.clone();
+        guarded(NAME, async move {
+            this.load_order(msg.order_id)
+                .await?
+                .filter(|o| o.user_id == msg.principal.user_id || msg.principal.is_admin())
+                .ok_or(AppError::NotFound("order"))
+        })
+    }
+}
+
+impl Handler<ListOrders> for OrderActor {
+    type Result = ResponseActFuture<Self, Result<Page<Order>, AppError>>;
+    fn handle(&mut self, msg: ListOrders, _: &mut Context<Self>) -> Self::Result {
+        let store = self.store.clone();
+        guarded(NAME, async move {
+            let principal: Principal = msg.principal;
+            let (orders, total) = backend_call(
+                "store",
+                "list_orders",
+                store.list_orders(principal.user_id, msg.page),
+            )
+            .await?;
+            Ok(Page::new(orders, msg.page, total))
+        })
+    }
+}
+
+impl Handler<CancelOrder> for OrderActor {
+    type Result = ResponseActFuture<Self, Result<Order, AppError>>;
+    fn handle(&mut self, msg: CancelOrder, _: &mut Context<Self>) -> Self::Result {
+        guarded(NAME, self.clone().cancel(msg))
+    }
+}
+
+impl Handler<ProcessOrder> for OrderActor {
+    type Result = ResponseActFuture<Self, Result<(), AppError>>;
+    fn handle(&mut self, msg: ProcessOrder, _: &mut Context<Self>) -> Self::Result {
+        let this = self.clone();
+        let span = tracing::info_span!(
+            "process_order",
+            order_id = %msg.message.order_id,
+            request_id = msg.message.request_id.as_deref().unwrap_or("-"),
+            receive_count = msg.receive_count
+        );
+        guarded(
+            NAME,
+            async move {
+                let result = this.process(&msg).await;
+                if let Err(e) = &result {
+                    if msg.last_attempt {
+                        this.give_up(&msg, e).await;
+                    } else {
+                        tracing::warn!(error = %e, "processing failed; the message will be redelivered");
+                    }
+                }
+                result
+            }
+            .instrument(span),
+        )
+    }
+}

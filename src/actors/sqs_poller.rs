@@ -1,0 +1,232 @@
+//! SqsPollerActor: the worker's loop. It long-polls the queue for up to ten messages, hands each
+//! to OrderActor, and deletes the ones that were processed. A message that fails is left alone:
+//! it comes back after its visibility timeout, and after too many receives the queue moves it to
+//! the dead-letter queue. Several polls run at once (`WORKER_CONCURRENCY / 10`, at least one).
+//!
+//! Shutdown: `StopPolling` stops new receives, interrupts long polls that are only waiting, and
+//! replies when every batch in flight is processed and deleted.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use futures_util::future::join_all;
+use tokio::sync::{oneshot, watch};
+use tracing::Instrument;
+
+use super::order::{self, OrderActor};
+use super::{ask, count_restart};
+use crate::config::QueueSettings;
+use crate::messages::order::ProcessOrder;
+use crate::messages::sqs_poller::{Poll, StopPolling};
+use crate::metrics::*;
+use crate::queue::{OrderMessage, Queue, ReceivedMessage, MAX_BATCH};
+
+pub const NAME: &str = "sqs_poller";
+const ERROR_BACKOFF: Duration = Duration::from_secs(1);
+const DEPTH_INTERVAL: Duration = Duration::from_secs(5);
+
+pub struct SqsPollerActor {
+    queue: Arc<dyn Queue>,
+    orders: Addr<OrderActor>,
+    settings: QueueSettings,
+    batches_in_flight: usize,
+    stop_tx: watch::Sender<bool>,
+    stopped_waiters: Vec<oneshot::Sender<()>>,
+}
+
+impl SqsPollerActor {
+    pub fn new(queue: Arc<dyn Queue>, orders: Addr<OrderActor>, settings: QueueSettings) -> Self {
+        SqsPollerActor {
+            queue,
+            orders,
+            settings,
+            batches_in_flight: 0,
+            stop_tx: watch::channel(false).0,
+            stopped_waiters: vec![],
+        }
+    }
+
+    fn is_stopping(&self) -> bool {
+        *self.stop_tx.borrow()
+    }
+
+    fn parallel_polls(&self) -> usize {
+        self.settings.worker_concurrency.div_ceil(MAX_BATCH).max(1)
+    }
+}
+
+impl Actor for SqsPollerActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        for _ in 0..self.parallel_polls() {
+            ctx.notify(Poll);
+        }
+        ctx.run_interval(DEPTH_INTERVAL, |actor, ctx| {
+            let queue = actor.queue.clone();
+            ctx.spawn(actix::fut::wrap_future(async move {
+                if let Ok(depth) = backend_call("queue", "depth", queue.depth()).await {
+                    metrics::gauge!(QUEUE_DEPTH, "state" => "visible").set(depth.visible as f64);
+                    metrics::gauge!(QUEUE_DEPTH, "state" => "in_flight")
+                        .set(depth.in_flight as f64);
+                    metrics::gauge!(QUEUE_DEPTH, "state" => "dead_letter")
+                        .set(depth.dead_letters as f64);
+                }
+            }));
+        });
+        tracing::info!(
+            polls = self.parallel_polls(),
+            "worker polling the order queue"
+        );
+    }
+}
+
+impl Supervised for SqsPollerActor {
+    fn restarting(&mut self, _: &mut Context<Self>) {
+        count_restart(NAME);
+        self.batches_in_flight = 0;
+    }
+}
+
+impl Handler<Poll> for SqsPollerActor {
+    type Result = ();
+    fn handle(&mut self, _: Poll, ctx: &mut Context<Self>) {
+        if self.is_stopping() {
+            return;
+        }
+        self.batches_in_flight += 1;
+        let batch = poll_once(
+            self.queue.clone(),
+            self.orders.clone(),
+            self.settings.clone(),
+            self.stop_tx.subscribe(),
+        );
+        ctx.spawn(
+            actix::fut::wrap_future::<_, Self>(batch).map(|outcome, actor, ctx| {
+                actor.batches_in_flight -= 1;
+                if actor.is_stopping() {
+                    if actor.batches_in_flight == 0 {
+                        for waiter in actor.stopped_waiters.drain(..) {
+                            let _ = waiter.send(());
+                        }
+                    }
+                } else if outcome.is_err() {
+                    ctx.notify_later(Poll, ERROR_BACKOFF);
+                } else {
+                    ctx.notify(Poll);
+                }
+            }),
+        );
+    }
+}
+
+impl Handler<StopPolling> for SqsPollerActor {
+    type Result = ResponseFuture<()>;
+    fn handle(&mut self, _: StopPolling, _: &mut Context<Self>) -> Self::Result {
+        let _ = self.stop_tx.send(true);
+        let (tx, rx) = oneshot::channel();
+        if self.batches_in_flight == 0 {
+            let _ = tx.send(());
+        } else {
+            self.stopped_waiters.push(tx);
+        }
+        Box::pin(async move {
+            let _ = rx.await;
+            tracing::info!("worker stopped polling; in-flight messages are done");
+        })
+    }
+}
+
+/// One receive and the processing of what it brought. `Err` means the queue itself failed.
+async fn poll_once(
+    queue: Arc<dyn Queue>,
+    orders: Addr<OrderActor>,
+    settings: QueueSettings,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), ()> {
+    let receive = backend_call(
+        "queue",
+        "receive",
+        queue.receive(MAX_BATCH, settings.wait_time, settings.visibility_timeout),
+    );
+    let messages = tokio::select! {
+        received = receive => received,
+        // A long poll that is only waiting is abandoned at shutdown; had it just received
+        // messages, they reappear after their visibility timeout.
+        _ = stop.wait_for(|stopping| *stopping) => return Ok(()),
+    };
+    let messages = match messages {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::warn!(error = %e, "queue receive failed; backing off");
+            return Err(());
+        }
+    };
+    if messages.is_empty() {
+        return Ok(());
+    }
+    metrics::counter!(QUEUE_MESSAGES_RECEIVED_TOTAL).increment(messages.len() as u64);
+    let done = join_all(
+        messages
+            .into_iter()
+            .map(|m| handle_message(&orders, &settings, m)),
+    )
+    .await;
+    let receipts: Vec<String> = done.into_iter().flatten().collect();
+    if !receipts.is_empty() {
+        match backend_call("queue", "delete", queue.delete_batch(&receipts)).await {
+            Ok(()) => {
+                metrics::counter!(QUEUE_MESSAGES_DELETED_TOTAL).increment(receipts.len() as u64)
+            }
+            // Processing is idempotent: the messages come back and are acknowledged again.
+            Err(e) => tracing::warn!(error = %e, "could not delete processed messages"),
+        }
+    }
+    Ok(())
+}
+
+/// Processes one message; returns its receipt handle when it may be deleted.
+async fn handle_message(
+    orders: &Addr<OrderActor>,
+    settings: &QueueSettings,
+    message: ReceivedMessage,
+) -> Option<String> {
+    let started = Instant::now();
+    let last_attempt = message.receive_count >= settings.max_receives;
+    let parsed: Result<OrderMessage, _> = serde_json::from_str(&message.body);
+    let result = match parsed {
+        Err(e) => {
+            tracing::error!(message_id = %message.message_id, error = %e, receive_count = message.receive_count, "unparseable queue message");
+            Err(())
+        }
+        Ok(order_message) => {
+            let span = tracing::info_span!(
+                "queue_message",
+                message_id = %message.message_id,
+                order_id = %order_message.order_id,
+                request_id = order_message.request_id.as_deref().unwrap_or("-")
+            );
+            let process = ProcessOrder {
+                message: order_message,
+                receive_count: message.receive_count,
+                last_attempt,
+            };
+            ask(order::NAME, orders, process)
+                .instrument(span)
+                .await
+                .map_err(|_| ())
+        }
+    };
+    metrics::histogram!(QUEUE_MESSAGE_PROCESSING_SECONDS).record(started.elapsed().as_secs_f64());
+    match result {
+        Ok(()) => Some(message.receipt_handle),
+        Err(()) => {
+            if last_attempt {
+                metrics::counter!(QUEUE_MESSAGES_DEAD_LETTERED_TOTAL).increment(1);
+                tracing::error!(message_id = %message.message_id, "message failed its last allowed delivery; it goes to the dead-letter queue");
+            }
+            None
+        }
+    }
+}

@@ -1,0 +1,258 @@
+//! Wiring: backends chosen by configuration → supervised actors → HTTP server, and the
+//! graceful shutdown that unwinds it (stop accepting, finish requests, finish queue messages).
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use actix::prelude::*;
+use actix_web::{middleware::from_fn, web, App, HttpServer};
+use lettre::message::Mailbox;
+
+use crate::actors::auth::{start_password_hasher, AuthActor};
+use crate::actors::inventory::InventoryActor;
+use crate::actors::mailer::MailerActor;
+use crate::actors::order::OrderActor;
+use crate::actors::sqs_poller::SqsPollerActor;
+use crate::authenticator::Authenticator;
+use crate::cache::{memory::MemoryCache, Cache};
+use crate::config::Config;
+use crate::http::{self, extract::BodyLimit, ApiState};
+use crate::mail::{file::FileMailer, Mailer};
+use crate::messages::sqs_poller::StopPolling;
+use crate::queue::{sqlite::SqliteQueue, Queue};
+use crate::store::{
+    sqlite::{SqliteDb, SqliteStore},
+    Store,
+};
+use crate::tokens::TokenService;
+
+/// Which parts of the service this process runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// API and worker in one process (the default).
+    Serve,
+    /// HTTP API only; orders are processed by separate `worker` processes.
+    Api,
+    /// Queue worker only, with `/metrics`, `/health` and `/ready` on `METRICS_PORT`.
+    Worker,
+}
+
+impl Role {
+    fn serves_api(self) -> bool {
+        matches!(self, Role::Serve | Role::Api)
+    }
+    fn runs_worker(self) -> bool {
+        matches!(self, Role::Serve | Role::Worker)
+    }
+}
+
+/// The four backends, behind their traits, and what kind each one is (for logs and metrics).
+#[derive(Clone)]
+pub struct Backends {
+    pub store: Arc<dyn Store>,
+    pub queue: Arc<dyn Queue>,
+    pub cache: Arc<dyn Cache>,
+    pub mailer: Arc<dyn Mailer>,
+    pub kinds: BackendKinds,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct BackendKinds {
+    pub store: &'static str,
+    pub queue: &'static str,
+    pub cache: &'static str,
+    pub mailer: &'static str,
+}
+
+/// Entries the embedded cache holds at most (orders and sessions are small).
+const MEMORY_CACHE_ENTRIES: u64 = 100_000;
+
+/// Builds the backends the configuration selects. The embedded set needs nothing installed.
+pub async fn build_backends(config: &Config) -> anyhow::Result<Backends> {
+    let unsupported: Vec<&str> = [
+        ("MONGODB_URI", config.mongodb_uri.is_some()),
+        ("REDIS_HOST", config.redis.is_some()),
+        ("AWS_SQS_QUEUE_URL", config.aws.sqs_queue_url.is_some()),
+        (
+            "AWS_SES_SENDER_EMAIL",
+            config.aws.ses_sender_email.is_some(),
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(name, set)| set.then_some(name))
+    .collect();
+    if !unsupported.is_empty() {
+        // Refusing beats silently running on the embedded backends when real ones were asked for.
+        anyhow::bail!(
+            "{} set, but this build has only the embedded backends (the MongoDB, Redis, SQS and SES \
+             backends are not implemented yet); unset them to run embedded",
+            unsupported.join(", ")
+        );
+    }
+    let db = SqliteDb::open(&config.database_path())?;
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::new(db.clone()));
+    let queue: Arc<dyn Queue> = Arc::new(SqliteQueue::new(db, config.queue.max_receives));
+    let cache: Arc<dyn Cache> = Arc::new(MemoryCache::new(MEMORY_CACHE_ENTRIES));
+    let from: Mailbox = "Order Service <orders@order-service.local>"
+        .parse()
+        .expect("valid sender");
+    let mailer: Arc<dyn Mailer> = Arc::new(FileMailer::new(config.mail_dir.clone(), from)?);
+    Ok(Backends {
+        store,
+        queue,
+        cache,
+        mailer,
+        kinds: BackendKinds {
+            store: "sqlite",
+            queue: "sqlite",
+            cache: "memory",
+            mailer: "file",
+        },
+    })
+}
+
+/// Runs the process in `role` until SIGTERM or SIGINT, then shuts down gracefully.
+pub async fn run(config: Config, role: Role) -> anyhow::Result<()> {
+    let prometheus = crate::metrics::install()?;
+    let backends = build_backends(&config).await?;
+    let kinds = backends.kinds;
+    metrics::gauge!(
+        crate::metrics::BUILD_INFO,
+        "version" => env!("CARGO_PKG_VERSION"),
+        "store" => kinds.store,
+        "queue" => kinds.queue,
+        "cache" => kinds.cache,
+        "mailer" => kinds.mailer,
+        "role" => format!("{role:?}").to_lowercase()
+    )
+    .set(1.0);
+    tracing::info!(
+        ?role,
+        store = kinds.store,
+        queue = kinds.queue,
+        cache = kinds.cache,
+        mailer = kinds.mailer,
+        "starting"
+    );
+
+    if !config.is_production() && backends.store.is_empty().await? {
+        let report = crate::seed::seed(backends.store.as_ref()).await?;
+        tracing::info!(
+            users = report.users,
+            products = report.products,
+            orders = report.orders,
+            "empty database in development mode: seeded demo data (admin@example.com / admin123, user@example.com / user123)"
+        );
+    }
+
+    let tokens = Arc::new(TokenService::new(&config.jwt));
+    let authenticator = Arc::new(Authenticator::new(
+        tokens.clone(),
+        backends.store.clone(),
+        backends.cache.clone(),
+    ));
+
+    // Each actor gets its own arbiter (thread), so one busy actor does not slow the others.
+    let inventory = {
+        let store = backends.store.clone();
+        Supervisor::start_in_arbiter(&Arbiter::new().handle(), move |_| InventoryActor { store })
+    };
+    let mailer = {
+        let mailer = backends.mailer.clone();
+        Supervisor::start_in_arbiter(&Arbiter::new().handle(), move |_| MailerActor { mailer })
+    };
+    let orders = {
+        let actor = OrderActor {
+            store: backends.store.clone(),
+            cache: backends.cache.clone(),
+            queue: backends.queue.clone(),
+            inventory: inventory.clone(),
+            mailer: mailer.clone(),
+            cache_ttl: config.cache_ttl,
+            outbox_busy: Arc::new(AtomicBool::new(false)),
+        };
+        Supervisor::start_in_arbiter(&Arbiter::new().handle(), move |_| actor.clone())
+    };
+    let auth = {
+        let actor = AuthActor {
+            store: backends.store.clone(),
+            tokens: tokens.clone(),
+            authenticator: authenticator.clone(),
+            hasher: start_password_hasher(),
+        };
+        Supervisor::start_in_arbiter(&Arbiter::new().handle(), move |_| actor.clone())
+    };
+    let poller = role.runs_worker().then(|| {
+        let (queue, orders, settings) =
+            (backends.queue.clone(), orders.clone(), config.queue.clone());
+        Supervisor::start_in_arbiter(&Arbiter::new().handle(), move |_| {
+            SqsPollerActor::new(queue.clone(), orders.clone(), settings.clone())
+        })
+    });
+
+    let state = web::Data::new(ApiState {
+        auth,
+        inventory,
+        orders,
+        authenticator,
+    });
+    let backends_data = web::Data::new(backends.clone());
+    let prometheus_data = web::Data::new(prometheus);
+    let body_limit = BodyLimit(config.body_limit_bytes);
+    let serves_api = role.serves_api();
+    let port = if serves_api {
+        config.port
+    } else {
+        config.metrics_port
+    };
+
+    let server = HttpServer::new(move || {
+        let app = App::new()
+            .app_data(state.clone())
+            .app_data(backends_data.clone())
+            .app_data(prometheus_data.clone())
+            .app_data(body_limit)
+            .wrap(from_fn(http::middleware::observe));
+        if serves_api {
+            app.configure(http::api)
+        } else {
+            app.configure(http::operations)
+        }
+    })
+    .shutdown_timeout(config.shutdown_timeout.as_secs())
+    .bind((config.host.as_str(), port))?;
+    for addr in server.addrs() {
+        // Exactly this line on stdout: scripts and tests wait for it to know the port.
+        println!("order-service listening on http://{addr}");
+    }
+    tracing::info!(addrs = ?server.addrs(), "listening");
+
+    // actix-web handles SIGTERM/SIGINT: it stops accepting and lets requests in flight finish.
+    server.run().await?;
+    tracing::info!("HTTP server stopped; finishing queue messages in flight");
+    if let Some(poller) = poller {
+        let drained = tokio::time::timeout(config.shutdown_timeout, poller.send(StopPolling)).await;
+        if drained.is_err() {
+            tracing::warn!("shutdown timeout reached with queue messages still in flight; they will be redelivered");
+        }
+    }
+    tracing::info!("shutdown complete");
+    Ok(())
+}
+
+/// `order-service seed`: seeds the configured store and exits.
+pub async fn seed_only(config: Config) -> anyhow::Result<()> {
+    let backends = build_backends(&config).await?;
+    let report = crate::seed::seed(backends.store.as_ref()).await?;
+    if report.changed_anything() {
+        tracing::info!(
+            users = report.users,
+            products = report.products,
+            orders = report.orders,
+            "seeded demo data"
+        );
+    } else {
+        tracing::info!("demo data already present; nothing changed");
+    }
+    Ok(())
+}

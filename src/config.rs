@@ -1,0 +1,444 @@
+//! The only place that reads the environment. Variable names are those of the Node.js service
+//! we replace, so its `.env` files work unchanged; a few of our own are added (documented in
+//! `.env.example`). Every value is parsed once, at start: a bad one stops the process with a
+//! message naming the variable and what it expects.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::domain::Email;
+
+/// A value that must never reach logs, errors or responses.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Secret(s.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Environment {
+    Development,
+    Test,
+    Production,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Clone, Debug)]
+pub struct JwtConfig {
+    pub access_secret: Secret,
+    pub refresh_secret: Secret,
+    pub access_ttl: Duration,
+    pub refresh_ttl: Duration,
+    pub issuer: String,
+    pub audience: String,
+}
+
+#[derive(Clone, Debug)]
+pub struct RedisConfig {
+    pub host: String,
+    pub port: u16,
+    pub password: Option<Secret>,
+}
+
+#[derive(Clone, Debug)]
+pub struct AwsConfig {
+    pub region: Option<String>,
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<Secret>,
+    pub sqs_queue_url: Option<String>,
+    pub ses_sender_email: Option<Email>,
+}
+
+#[derive(Clone, Debug)]
+pub struct QueueSettings {
+    /// How long a received message stays hidden while a worker processes it.
+    pub visibility_timeout: Duration,
+    /// Receives after which a message that keeps failing goes to the dead-letter queue.
+    pub max_receives: u32,
+    /// Long-poll wait of one receive call.
+    pub wait_time: Duration,
+    /// Messages processed at once by one worker.
+    pub worker_concurrency: usize,
+}
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub environment: Environment,
+    pub host: String,
+    pub port: u16,
+    /// Port of the metrics/health listener of a `worker` process (which serves no API).
+    pub metrics_port: u16,
+    pub jwt: JwtConfig,
+    pub data_dir: PathBuf,
+    pub mail_dir: PathBuf,
+    pub mongodb_uri: Option<Secret>,
+    pub redis: Option<RedisConfig>,
+    pub cache_ttl: Duration,
+    pub aws: AwsConfig,
+    pub queue: QueueSettings,
+    pub log_format: LogFormat,
+    pub shutdown_timeout: Duration,
+    pub body_limit_bytes: usize,
+    pub cors_allowed_origins: Vec<String>,
+}
+
+/// Why the configuration was refused.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {}", .0.join("; "))]
+pub struct ConfigError(pub Vec<String>);
+
+/// Secrets shipped in `.env.example` and by the old service's docs: refused in production.
+const EXAMPLE_SECRETS: &[&str] = &[
+    "change-me-access-secret-at-least-32-characters",
+    "change-me-refresh-secret-at-least-32-characters",
+    "your_jwt_secret",
+    "your_jwt_refresh_secret",
+    "your-secret-key",
+    "secret",
+];
+const DEV_ACCESS_SECRET: &str = "development-only-access-secret-not-for-production";
+const DEV_REFRESH_SECRET: &str = "development-only-refresh-secret-not-for-production";
+const MIN_PRODUCTION_SECRET_LEN: usize = 32;
+
+impl Config {
+    /// Reads the process environment (after `.env` was loaded by `main`).
+    pub fn from_env() -> Result<Config, ConfigError> {
+        Config::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    /// Reads through `lookup`, so tests can pass a map instead of mutating the environment.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let mut r = Reader {
+            lookup: &lookup,
+            errors: vec![],
+        };
+
+        let environment = match r.get("NODE_ENV").or_else(|| r.get("APP_ENV")).as_deref() {
+            None | Some("development") | Some("dev") => Environment::Development,
+            Some("test") => Environment::Test,
+            Some("production") | Some("prod") => Environment::Production,
+            Some(_) => {
+                r.errors
+                    .push("NODE_ENV: expected development, test or production".into());
+                Environment::Development
+            }
+        };
+        let host = r.get("HOST").unwrap_or_else(|| "0.0.0.0".into());
+        let port = r.parse("PORT", 3000u16, "a TCP port number (0-65535)");
+        let metrics_port = r.parse("METRICS_PORT", 9091u16, "a TCP port number (0-65535)");
+
+        let access_secret = r.secret("JWT_SECRET", environment, DEV_ACCESS_SECRET);
+        let refresh_secret = r.secret("JWT_REFRESH_SECRET", environment, DEV_REFRESH_SECRET);
+        if access_secret.is_some()
+            && access_secret == refresh_secret
+            && environment == Environment::Production
+        {
+            r.errors
+                .push("JWT_REFRESH_SECRET: must differ from JWT_SECRET".into());
+        }
+        let access_ttl = r.duration("JWT_EXPIRATION", Duration::from_secs(3600));
+        let refresh_ttl = r.duration("JWT_REFRESH_EXPIRATION", Duration::from_secs(7 * 86400));
+
+        let data_dir = PathBuf::from(r.get("DATA_DIR").unwrap_or_else(|| "./data".into()));
+        let mail_dir = r
+            .get("MAIL_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| data_dir.join("mail"));
+
+        let mongodb_uri = r.get("MONGODB_URI").map(Secret::new);
+        let redis = r.get("REDIS_HOST").map(|host| RedisConfig {
+            host,
+            port: 6379,
+            password: None,
+        });
+        let redis_port = r.parse("REDIS_PORT", 6379u16, "a TCP port number (0-65535)");
+        let redis_password = r.get("REDIS_PASSWORD").map(Secret::new);
+        let redis = redis.map(|c| RedisConfig {
+            port: redis_port,
+            password: redis_password,
+            ..c
+        });
+        let cache_ttl =
+            Duration::from_secs(r.parse("REDIS_CACHE_EXPIRATION", 600u64, "a number of seconds"));
+
+        let ses_sender_email = r
+            .get("AWS_SES_SENDER_EMAIL")
+            .and_then(|v| match Email::parse(&v) {
+                Ok(e) => Some(e),
+                Err(m) => {
+                    r.errors.push(format!("AWS_SES_SENDER_EMAIL: {m}"));
+                    None
+                }
+            });
+        let aws = AwsConfig {
+            region: r.get("AWS_REGION"),
+            access_key_id: r.get("AWS_ACCESS_KEY_ID"),
+            secret_access_key: r.get("AWS_SECRET_ACCESS_KEY").map(Secret::new),
+            sqs_queue_url: r.get("AWS_SQS_QUEUE_URL"),
+            ses_sender_email,
+        };
+
+        let queue = QueueSettings {
+            visibility_timeout: r.duration("QUEUE_VISIBILITY_TIMEOUT", Duration::from_secs(30)),
+            max_receives: r.parse(
+                "QUEUE_MAX_RECEIVES",
+                5u32,
+                "a whole number of receives from 1",
+            ),
+            wait_time: r.duration("QUEUE_WAIT_TIME", Duration::from_secs(20)),
+            worker_concurrency: r.parse("WORKER_CONCURRENCY", 10usize, "a whole number from 1"),
+        };
+        if queue.max_receives == 0 {
+            r.errors
+                .push("QUEUE_MAX_RECEIVES: expected a whole number from 1".into());
+        }
+        if queue.worker_concurrency == 0 {
+            r.errors
+                .push("WORKER_CONCURRENCY: expected a whole number from 1".into());
+        }
+        if queue.wait_time > Duration::from_secs(20) {
+            r.errors
+                .push("QUEUE_WAIT_TIME: expected at most 20s (the SQS long-poll limit)".into());
+        }
+
+        let log_format = match r.get("LOG_FORMAT").as_deref() {
+            None | Some("text") | Some("pretty") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(_) => {
+                r.errors.push("LOG_FORMAT: expected text or json".into());
+                LogFormat::Text
+            }
+        };
+        let shutdown_timeout = r.duration("SHUTDOWN_TIMEOUT", Duration::from_secs(30));
+        let body_limit_bytes = r.parse("BODY_LIMIT_BYTES", 1_048_576usize, "a number of bytes");
+        let cors_allowed_origins = r
+            .get("CORS_ALLOWED_ORIGINS")
+            .map(|v| {
+                v.split(',')
+                    .map(|o| o.trim().to_string())
+                    .filter(|o| !o.is_empty())
+                    .collect()
+            })
+            .unwrap_or_default();
+
+        if !r.errors.is_empty() {
+            return Err(ConfigError(r.errors));
+        }
+        Ok(Config {
+            environment,
+            host,
+            port,
+            metrics_port,
+            jwt: JwtConfig {
+                access_secret: access_secret.expect("checked above"),
+                refresh_secret: refresh_secret.expect("checked above"),
+                access_ttl,
+                refresh_ttl,
+                issuer: "order-service".into(),
+                audience: "order-service-api".into(),
+            },
+            data_dir,
+            mail_dir,
+            mongodb_uri,
+            redis,
+            cache_ttl,
+            aws,
+            queue,
+            log_format,
+            shutdown_timeout,
+            body_limit_bytes,
+            cors_allowed_origins,
+        })
+    }
+
+    pub fn is_production(&self) -> bool {
+        self.environment == Environment::Production
+    }
+
+    /// The SQLite file of the embedded store and queue.
+    pub fn database_path(&self) -> PathBuf {
+        self.data_dir.join("order-service.sqlite3")
+    }
+}
+
+struct Reader<'a> {
+    lookup: &'a dyn Fn(&str) -> Option<String>,
+    errors: Vec<String>,
+}
+
+impl Reader<'_> {
+    /// A set, non-blank value; blank counts as unset, as in the dotenv files of the old service.
+    fn get(&self, key: &str) -> Option<String> {
+        (self.lookup)(key)
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty())
+    }
+
+    fn parse<T: std::str::FromStr>(&mut self, key: &str, default: T, expected: &str) -> T {
+        match self.get(key) {
+            None => default,
+            Some(v) => v.parse().unwrap_or_else(|_| {
+                self.errors
+                    .push(format!("{key}: expected {expected}, got {v:?}"));
+                default
+            }),
+        }
+    }
+
+    fn duration(&mut self, key: &str, default: Duration) -> Duration {
+        match self.get(key) {
+            None => default,
+            Some(v) => parse_duration(&v).unwrap_or_else(|| {
+                self.errors.push(format!(
+                    "{key}: expected a duration like 30s, 15m, 1h or 7d (a bare number is seconds), got {v:?}"
+                ));
+                default
+            }),
+        }
+    }
+
+    fn secret(&mut self, key: &str, env: Environment, dev_default: &str) -> Option<Secret> {
+        match (self.get(key), env) {
+            (None, Environment::Production) => {
+                self.errors.push(format!("{key}: required in production"));
+                None
+            }
+            (None, _) => Some(Secret::new(dev_default)),
+            (Some(v), Environment::Production)
+                if EXAMPLE_SECRETS.contains(&v.as_str()) || v == dev_default =>
+            {
+                self.errors.push(format!(
+                    "{key}: the example value is not allowed in production; set a random secret"
+                ));
+                None
+            }
+            (Some(v), Environment::Production) if v.len() < MIN_PRODUCTION_SECRET_LEN => {
+                self.errors.push(format!(
+                    "{key}: must be at least {MIN_PRODUCTION_SECRET_LEN} characters in production"
+                ));
+                None
+            }
+            (Some(v), _) => Some(Secret::new(v)),
+        }
+    }
+}
+
+/// `30s`, `15m`, `1h`, `7d`, `2w`, or a bare number of seconds (as `jsonwebtoken` in Node reads
+/// a number). Zero is refused: no expiry or timeout here may be instant.
+pub fn parse_duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().ok()?;
+    let secs = match unit.trim() {
+        "" | "s" | "sec" | "secs" => n,
+        "ms" => return (n > 0).then(|| Duration::from_millis(n)),
+        "m" | "min" | "mins" => n.checked_mul(60)?,
+        "h" | "hr" | "hrs" => n.checked_mul(3600)?,
+        "d" | "day" | "days" => n.checked_mul(86_400)?,
+        "w" => n.checked_mul(7 * 86_400)?,
+        _ => return None,
+    };
+    (secs > 0).then(|| Duration::from_secs(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_lookup(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults_match_the_old_service() {
+        let c = config(&[]).unwrap();
+        assert_eq!(c.port, 3000);
+        assert_eq!(c.environment, Environment::Development);
+        assert_eq!(c.jwt.access_ttl, Duration::from_secs(3600));
+        assert_eq!(c.jwt.refresh_ttl, Duration::from_secs(7 * 86400));
+        assert_eq!(c.cache_ttl, Duration::from_secs(600));
+        assert_eq!(c.mail_dir, PathBuf::from("./data/mail"));
+        assert!(c.redis.is_none() && c.mongodb_uri.is_none());
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let err = config(&[("PORT", "eighty"), ("JWT_EXPIRATION", "soon")]).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("PORT"), "{text}");
+        assert!(text.contains("JWT_EXPIRATION"), "{text}");
+    }
+
+    #[test]
+    fn production_refuses_missing_or_example_secrets() {
+        let err = config(&[("NODE_ENV", "production")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("JWT_SECRET: required") && err.contains("JWT_REFRESH_SECRET: required"),
+            "{err}"
+        );
+        let err = config(&[
+            ("NODE_ENV", "production"),
+            (
+                "JWT_SECRET",
+                "change-me-access-secret-at-least-32-characters",
+            ),
+            ("JWT_REFRESH_SECRET", "short"),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("example value"), "{err}");
+        assert!(err.contains("at least 32"), "{err}");
+        let ok = config(&[
+            ("APP_ENV", "production"),
+            ("JWT_SECRET", "a-very-long-random-production-secret-value-1"),
+            (
+                "JWT_REFRESH_SECRET",
+                "a-very-long-random-production-secret-value-2",
+            ),
+        ]);
+        assert!(ok.unwrap().is_production());
+    }
+
+    #[test]
+    fn secrets_do_not_print() {
+        let c = config(&[("JWT_SECRET", "super-secret-value")]).unwrap();
+        assert!(!format!("{c:?}").contains("super-secret-value"));
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("1h"), Some(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("7d"), Some(Duration::from_secs(604_800)));
+        assert_eq!(parse_duration("900"), Some(Duration::from_secs(900)));
+        assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_duration("0"), None);
+        assert_eq!(parse_duration("1y"), None);
+        assert_eq!(parse_duration(""), None);
+    }
+}

@@ -1,0 +1,100 @@
+//! Liveness, readiness and metrics: what load balancers and Prometheus ask.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use actix_web::{web, HttpResponse};
+use serde::Serialize;
+use serde_json::json;
+use utoipa::ToSchema;
+
+use super::problem::Problem;
+use crate::app::Backends;
+
+const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
+#[derive(Serialize, ToSchema)]
+pub struct Health {
+    #[schema(example = "ok")]
+    pub status: &'static str,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Readiness {
+    #[schema(example = "ready")]
+    pub status: &'static str,
+    /// Each configured backend and whether it answered (`ok`, or why not).
+    pub checks: BTreeMap<&'static str, String>,
+}
+
+#[utoipa::path(get, path = "/health", tag = "operations", responses((status = 200, description = "The process is alive", body = Health)))]
+pub async fn health() -> HttpResponse {
+    HttpResponse::Ok().json(Health { status: "ok" })
+}
+
+#[utoipa::path(get, path = "/ready", tag = "operations",
+    responses(
+        (status = 200, description = "Every configured backend answers", body = Readiness),
+        (status = 503, description = "A backend does not answer; `unavailable` names it", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn ready(backends: web::Data<Backends>) -> HttpResponse {
+    let b = backends.get_ref();
+    let (store, queue, cache, mailer) = tokio::join!(
+        check(b.store.ping()),
+        check(b.queue.ping()),
+        check(b.cache.ping()),
+        check(b.mailer.ping()),
+    );
+    let mut checks = BTreeMap::new();
+    checks.insert("database", store);
+    checks.insert("queue", queue);
+    checks.insert("cache", cache);
+    checks.insert("mailer", mailer);
+    let failing: Vec<&str> = checks
+        .iter()
+        .filter(|(_, v)| v.as_str() != "ok")
+        .map(|(k, _)| *k)
+        .collect();
+    if failing.is_empty() {
+        HttpResponse::Ok().json(Readiness {
+            status: "ready",
+            checks,
+        })
+    } else {
+        tracing::warn!(?failing, "not ready");
+        HttpResponse::ServiceUnavailable()
+            .content_type("application/problem+json")
+            .json(json!({
+                "type": "urn:order-service:problem:not_ready",
+                "title": "Not ready",
+                "status": 503,
+                "detail": format!("not answering: {}", failing.join(", ")),
+                "code": "not_ready",
+                "instance": "/ready",
+                "unavailable": failing,
+                "checks": checks,
+            }))
+    }
+}
+
+async fn check<F>(ping: F) -> String
+where
+    F: std::future::Future<Output = Result<(), crate::error::BackendError>>,
+{
+    match tokio::time::timeout(CHECK_TIMEOUT, ping).await {
+        Ok(Ok(())) => "ok".into(),
+        // The kind of failure only: backend errors may carry addresses we do not publish.
+        Ok(Err(crate::error::BackendError::Unavailable { .. })) => "unavailable".into(),
+        Ok(Err(_)) => "error".into(),
+        Err(_) => "timeout".into(),
+    }
+}
+
+pub async fn metrics(
+    handle: web::Data<metrics_exporter_prometheus::PrometheusHandle>,
+) -> HttpResponse {
+    crate::metrics::record_process_metrics();
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(handle.render())
+}

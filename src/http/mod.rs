@@ -1,0 +1,83 @@
+//! The HTTP edge. Handlers only parse, authenticate, send one message to an actor and map the
+//! reply; no business rule lives here.
+
+pub mod auth;
+pub mod context;
+pub mod docs;
+pub mod extract;
+pub mod health;
+pub mod middleware;
+pub mod orders;
+pub mod problem;
+pub mod products;
+
+use std::sync::Arc;
+
+use actix::Addr;
+use actix_web::{web, HttpResponse};
+use utoipa::OpenApi;
+use utoipa_swagger_ui::SwaggerUi;
+
+use crate::actors::{auth::AuthActor, inventory::InventoryActor, order::OrderActor};
+use crate::authenticator::Authenticator;
+use problem::ApiError;
+
+/// What handlers reach: the actors' addresses and the token checker.
+pub struct ApiState {
+    pub auth: Addr<AuthActor>,
+    pub inventory: Addr<InventoryActor>,
+    pub orders: Addr<OrderActor>,
+    pub authenticator: Arc<Authenticator>,
+}
+
+async fn route_not_found() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::RouteNotFound)
+}
+
+async fn method_not_allowed() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::MethodNotAllowed)
+}
+
+fn resource(path: &str) -> actix_web::Resource {
+    web::resource(path).default_service(web::to(method_not_allowed))
+}
+
+/// The operational routes every process serves (a `worker` serves only these).
+pub fn operations(cfg: &mut web::ServiceConfig) {
+    cfg.service(resource("/health").route(web::get().to(health::health)))
+        .service(resource("/ready").route(web::get().to(health::ready)))
+        .service(resource("/metrics").route(web::get().to(health::metrics)))
+        .default_service(web::to(route_not_found));
+}
+
+/// The whole API, documentation included.
+pub fn api(cfg: &mut web::ServiceConfig) {
+    cfg.service(resource("/api/auth/register").route(web::post().to(auth::register)))
+        .service(resource("/api/auth/login").route(web::post().to(auth::login)))
+        .service(resource("/api/auth/refresh").route(web::post().to(auth::refresh)))
+        .service(resource("/api/auth/logout").route(web::post().to(auth::logout)))
+        .service(resource("/api/auth/me").route(web::get().to(auth::me)))
+        .service(
+            resource("/api/products")
+                .route(web::get().to(products::list))
+                .route(web::post().to(products::create)),
+        )
+        .service(
+            resource("/api/products/{id}")
+                .route(web::get().to(products::get))
+                .route(web::patch().to(products::update)),
+        )
+        .service(
+            resource("/api/orders")
+                .route(web::get().to(orders::list))
+                .route(web::post().to(orders::create)),
+        )
+        .service(resource("/api/orders/{id}").route(web::get().to(orders::get)))
+        .service(resource("/api/orders/{id}/cancel").route(web::post().to(orders::cancel)))
+        .service(web::redirect("/api-docs", "/api-docs/"))
+        .service(
+            SwaggerUi::new("/api-docs/{_:.*}")
+                .url("/api-docs/openapi.json", docs::ApiDoc::openapi()),
+        );
+    operations(cfg);
+}

@@ -1,0 +1,20 @@
+//! Order service: an event-driven order processing service on supervised actix actors, with
+//! embedded (SQLite, in-process) or real (MongoDB, Redis, SQS, SES) backends.
+//! `DESIGN.md`'s map of the flow applies module by module; `main.rs` is only the CLI.
+
+pub mod actors;
+pub mod app;
+pub mod authenticator;
+pub mod cache;
+pub mod config;
+pub mod domain;
+pub mod error;
+pub mod http;
+pub mod mail;
+pub mod messages;
+pub mod metrics;
+pub mod queue;
+pub mod seed;
+pub mod store;
+pub mod telemetry;
+pub mod tokens;

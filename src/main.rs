@@ -1,0 +1,62 @@
+//! The `order-service` command: `serve` (default), `api`, `worker`, `seed`.
+
+use clap::{Parser, Subcommand};
+use order_service::{app, config::Config, telemetry};
+
+#[derive(Parser)]
+#[command(
+    name = "order-service",
+    version,
+    about = "Event-driven order processing service"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Clone, Copy)]
+enum Command {
+    /// API and worker in one process (the default).
+    Serve,
+    /// The HTTP API only; run `worker` processes to process orders.
+    Api,
+    /// The queue worker only (with /metrics, /health and /ready on METRICS_PORT).
+    Worker,
+    /// Creates the demo data (idempotent) and exits.
+    Seed,
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    // A missing .env is normal; a broken one is worth stopping for.
+    if let Err(e) = dotenvy::dotenv() {
+        if !e.not_found() {
+            eprintln!("order-service: could not read .env: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    }
+    let config = match Config::from_env() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("order-service: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    telemetry::init(config.log_format);
+    let result = actix_web::rt::System::new().block_on(async move {
+        match cli.command.unwrap_or(Command::Serve) {
+            Command::Serve => app::run(config, app::Role::Serve).await,
+            Command::Api => app::run(config, app::Role::Api).await,
+            Command::Worker => app::run(config, app::Role::Worker).await,
+            Command::Seed => app::seed_only(config).await,
+        }
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "order-service stopped with an error");
+            eprintln!("order-service: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,52 @@
+//! OrderActor's inbox: placing, reading and cancelling orders, and processing queue messages.
+
+use actix::Message;
+
+use crate::domain::{Id, Order, OrderLine, Page, PageRequest, ShippingAddress};
+use crate::error::AppError;
+use crate::queue::OrderMessage;
+use crate::tokens::Principal;
+
+#[derive(Message)]
+#[rtype(result = "Result<Order, AppError>")]
+pub struct CreateOrder {
+    pub principal: Principal,
+    pub lines: Vec<OrderLine>,
+    pub shipping_address: ShippingAddress,
+    pub payment_method: String,
+    pub request_id: String,
+}
+
+/// The caller's own order; an admin may read any. Someone else's is `NotFound`, exactly as a
+/// missing one, so ids of other users' orders can not be probed.
+#[derive(Message)]
+#[rtype(result = "Result<Order, AppError>")]
+pub struct GetOrder {
+    pub principal: Principal,
+    pub order_id: Id,
+}
+
+#[derive(Message)]
+#[rtype(result = "Result<Page<Order>, AppError>")]
+pub struct ListOrders {
+    pub principal: Principal,
+    pub page: PageRequest,
+}
+
+#[derive(Message)]
+#[rtype(result = "Result<Order, AppError>")]
+pub struct CancelOrder {
+    pub principal: Principal,
+    pub order_id: Id,
+    pub request_id: String,
+}
+
+/// One delivery of a queue message. `Ok` means the message is done with and may be deleted.
+#[derive(Message)]
+#[rtype(result = "Result<(), AppError>")]
+pub struct ProcessOrder {
+    pub message: OrderMessage,
+    pub receive_count: u32,
+    /// This delivery is the last before the message is dead-lettered: a failure now is final.
+    pub last_attempt: bool,
+}

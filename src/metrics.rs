@@ -1,0 +1,225 @@
+//! Every metric name in one place, with the recorder setup. Names follow Prometheus
+//! conventions (base units, `_total` counters, `_seconds` histograms); labels carry route
+//! templates and small fixed sets of values, never ids or emails, so cardinality stays bounded.
+
+use std::future::Future;
+use std::time::Instant;
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+pub const HTTP_REQUESTS_TOTAL: &str = "http_requests_total";
+pub const HTTP_REQUEST_DURATION_SECONDS: &str = "http_request_duration_seconds";
+pub const HTTP_REQUESTS_IN_FLIGHT: &str = "http_requests_in_flight";
+
+pub const ORDERS_CREATED_TOTAL: &str = "orders_created_total";
+pub const ORDERS_COMPLETED_TOTAL: &str = "orders_completed_total";
+pub const ORDERS_FAILED_TOTAL: &str = "orders_failed_total";
+pub const ORDERS_CANCELLED_TOTAL: &str = "orders_cancelled_total";
+/// From the order's creation to its completion, as the customer waits for it.
+pub const ORDER_COMPLETION_SECONDS: &str = "order_completion_seconds";
+pub const STOCK_RESERVATION_FAILURES_TOTAL: &str = "stock_reservation_failures_total";
+
+pub const QUEUE_MESSAGES_SENT_TOTAL: &str = "queue_messages_sent_total";
+pub const QUEUE_MESSAGES_RECEIVED_TOTAL: &str = "queue_messages_received_total";
+pub const QUEUE_MESSAGES_DELETED_TOTAL: &str = "queue_messages_deleted_total";
+pub const QUEUE_MESSAGES_DEAD_LETTERED_TOTAL: &str = "queue_messages_dead_lettered_total";
+pub const QUEUE_MESSAGE_PROCESSING_SECONDS: &str = "queue_message_processing_seconds";
+/// Approximate number of messages by state (`visible`, `in_flight`, `dead_letter`).
+pub const QUEUE_DEPTH: &str = "queue_depth";
+pub const OUTBOX_RESENT_TOTAL: &str = "outbox_resent_total";
+
+pub const ACTOR_MAILBOX_BACKLOG: &str = "actor_mailbox_backlog";
+pub const ACTOR_RESTARTS_TOTAL: &str = "actor_restarts_total";
+
+pub const CACHE_HITS_TOTAL: &str = "cache_hits_total";
+pub const CACHE_MISSES_TOTAL: &str = "cache_misses_total";
+pub const CACHE_ERRORS_TOTAL: &str = "cache_errors_total";
+
+pub const EMAILS_SENT_TOTAL: &str = "emails_sent_total";
+pub const EMAILS_FAILED_TOTAL: &str = "emails_failed_total";
+
+pub const AUTH_LOGINS_TOTAL: &str = "auth_logins_total";
+pub const AUTH_REGISTRATIONS_TOTAL: &str = "auth_registrations_total";
+pub const AUTH_TOKEN_REFRESHES_TOTAL: &str = "auth_token_refreshes_total";
+pub const AUTH_TOKENS_REJECTED_TOTAL: &str = "auth_tokens_rejected_total";
+pub const PASSWORD_HASH_SECONDS: &str = "password_hash_seconds";
+
+pub const BACKEND_CALL_DURATION_SECONDS: &str = "backend_call_duration_seconds";
+pub const BACKEND_ERRORS_TOTAL: &str = "backend_errors_total";
+
+pub const BUILD_INFO: &str = "build_info";
+
+/// Installs the global recorder and returns the handle `/metrics` renders from.
+pub fn install() -> anyhow::Result<PrometheusHandle> {
+    let fast = &[
+        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+    ];
+    let slow = &[
+        0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0,
+    ];
+    let hashing = &[0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5];
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Full(HTTP_REQUEST_DURATION_SECONDS.into()), fast)?
+        .set_buckets_for_metric(Matcher::Full(BACKEND_CALL_DURATION_SECONDS.into()), fast)?
+        .set_buckets_for_metric(Matcher::Full(QUEUE_MESSAGE_PROCESSING_SECONDS.into()), fast)?
+        .set_buckets_for_metric(Matcher::Full(ORDER_COMPLETION_SECONDS.into()), slow)?
+        .set_buckets_for_metric(Matcher::Full(PASSWORD_HASH_SECONDS.into()), hashing)?
+        .install_recorder()?;
+    describe();
+    Ok(handle)
+}
+
+fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_counter!(
+        HTTP_REQUESTS_TOTAL,
+        "HTTP requests by method, route template and status class"
+    );
+    describe_histogram!(
+        HTTP_REQUEST_DURATION_SECONDS,
+        Unit::Seconds,
+        "HTTP request latency by method and route template"
+    );
+    describe_gauge!(HTTP_REQUESTS_IN_FLIGHT, "HTTP requests being served");
+    describe_counter!(ORDERS_CREATED_TOTAL, "Orders accepted (answered 201)");
+    describe_counter!(ORDERS_COMPLETED_TOTAL, "Orders that reached completed");
+    describe_counter!(ORDERS_FAILED_TOTAL, "Orders that reached failed");
+    describe_counter!(ORDERS_CANCELLED_TOTAL, "Orders cancelled by their owner");
+    describe_histogram!(
+        ORDER_COMPLETION_SECONDS,
+        Unit::Seconds,
+        "Time from order creation to completion"
+    );
+    describe_counter!(
+        STOCK_RESERVATION_FAILURES_TOTAL,
+        "Orders refused at reservation, by reason"
+    );
+    describe_counter!(
+        QUEUE_MESSAGES_SENT_TOTAL,
+        "Messages sent to the order queue"
+    );
+    describe_counter!(
+        QUEUE_MESSAGES_RECEIVED_TOTAL,
+        "Messages received from the order queue"
+    );
+    describe_counter!(
+        QUEUE_MESSAGES_DELETED_TOTAL,
+        "Messages deleted after processing"
+    );
+    describe_counter!(
+        QUEUE_MESSAGES_DEAD_LETTERED_TOTAL,
+        "Messages seen on their last allowed receive (headed for the dead-letter queue)"
+    );
+    describe_histogram!(
+        QUEUE_MESSAGE_PROCESSING_SECONDS,
+        Unit::Seconds,
+        "Time to process one queue message"
+    );
+    describe_gauge!(QUEUE_DEPTH, "Approximate messages in the queue by state");
+    describe_counter!(
+        OUTBOX_RESENT_TOTAL,
+        "Orders whose queue message was re-sent by the outbox reconciler"
+    );
+    describe_gauge!(
+        ACTOR_MAILBOX_BACKLOG,
+        "Messages sent to an actor and not yet answered"
+    );
+    describe_counter!(ACTOR_RESTARTS_TOTAL, "Actor restarts by the supervisor");
+    describe_counter!(CACHE_HITS_TOTAL, "Cache hits by cache");
+    describe_counter!(CACHE_MISSES_TOTAL, "Cache misses by cache");
+    describe_counter!(CACHE_ERRORS_TOTAL, "Cache calls that failed, by operation");
+    describe_counter!(EMAILS_SENT_TOTAL, "Emails sent, by kind");
+    describe_counter!(
+        EMAILS_FAILED_TOTAL,
+        "Emails that could not be sent, by kind"
+    );
+    describe_counter!(AUTH_LOGINS_TOTAL, "Login attempts by outcome");
+    describe_counter!(AUTH_REGISTRATIONS_TOTAL, "Registrations by outcome");
+    describe_counter!(AUTH_TOKEN_REFRESHES_TOTAL, "Token refreshes by outcome");
+    describe_counter!(
+        AUTH_TOKENS_REJECTED_TOTAL,
+        "Bearer tokens rejected, by reason"
+    );
+    describe_histogram!(
+        PASSWORD_HASH_SECONDS,
+        Unit::Seconds,
+        "Time to hash or verify one password"
+    );
+    describe_histogram!(
+        BACKEND_CALL_DURATION_SECONDS,
+        Unit::Seconds,
+        "Backend call latency by backend and operation"
+    );
+    describe_counter!(
+        BACKEND_ERRORS_TOTAL,
+        "Backend calls that failed, by backend and operation"
+    );
+    describe_gauge!(
+        BUILD_INFO,
+        "Always 1; labels carry the version and the backend kinds"
+    );
+}
+
+/// Times one backend call and counts its failure.
+pub async fn backend_call<T, E, F>(
+    backend: &'static str,
+    operation: &'static str,
+    call: F,
+) -> Result<T, E>
+where
+    F: Future<Output = Result<T, E>>,
+{
+    let started = Instant::now();
+    let result = call.await;
+    metrics::histogram!(BACKEND_CALL_DURATION_SECONDS, "backend" => backend, "operation" => operation)
+        .record(started.elapsed().as_secs_f64());
+    if result.is_err() {
+        metrics::counter!(BACKEND_ERRORS_TOTAL, "backend" => backend, "operation" => operation)
+            .increment(1);
+    }
+    result
+}
+
+/// Process CPU, memory and open files, read from `/proc` at scrape time (Linux only; on other
+/// systems these series are simply absent).
+pub fn record_process_metrics() {
+    #[cfg(target_os = "linux")]
+    {
+        if let Ok(stat) = std::fs::read_to_string("/proc/self/stat") {
+            // Fields after the command name (which may contain spaces) are space separated.
+            if let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) {
+                let fields: Vec<&str> = rest.split_whitespace().collect();
+                // utime and stime are fields 14 and 15 of the whole line (11, 12 here), in ticks.
+                let ticks = |i: usize| {
+                    fields
+                        .get(i)
+                        .and_then(|v| v.parse::<f64>().ok())
+                        .unwrap_or(0.0)
+                };
+                let cpu = (ticks(11) + ticks(12)) / clock_ticks_per_second();
+                // A gauge, because `metrics` counters are integers and CPU time is fractional;
+                // `rate()` works on it all the same, as it only ever grows.
+                metrics::gauge!("process_cpu_seconds_total").set(cpu);
+                let rss_pages = fields
+                    .get(21)
+                    .and_then(|v| v.parse::<f64>().ok())
+                    .unwrap_or(0.0);
+                metrics::gauge!("process_resident_memory_bytes").set(rss_pages * 4096.0);
+                let vsize = fields
+                    .get(20)
+                    .and_then(|v| v.parse::<f64>().ok())
+                    .unwrap_or(0.0);
+                metrics::gauge!("process_virtual_memory_bytes").set(vsize);
+            }
+        }
+        if let Ok(dir) = std::fs::read_dir("/proc/self/fd") {
+            metrics::gauge!("process_open_fds").set(dir.count() as f64);
+        }
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn clock_ticks_per_second() -> f64 {
+    // USER_HZ is 100 on every mainstream Linux architecture.
+    100.0
+}

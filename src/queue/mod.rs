@@ -1,0 +1,69 @@
+//! The order queue, with SQS semantics so the embedded queue and AWS SQS are interchangeable:
+//! at-least-once delivery, a visibility timeout during which a received message is hidden,
+//! a receive count, dead letters after too many receives, deletion by receipt handle.
+
+pub mod sqlite;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::domain::Id;
+use crate::error::BackendError;
+
+pub type QueueResult<T> = Result<T, BackendError>;
+
+/// SQS's limit for one receive or one batch call.
+pub const MAX_BATCH: usize = 10;
+
+#[derive(Clone, Debug)]
+pub struct ReceivedMessage {
+    pub message_id: String,
+    pub receipt_handle: String,
+    pub body: String,
+    /// 1 on the first delivery.
+    pub receive_count: u32,
+}
+
+/// Messages sitting in the queue, as far as the backend can tell.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct QueueDepth {
+    pub visible: u64,
+    pub in_flight: u64,
+    pub dead_letters: u64,
+}
+
+#[async_trait]
+pub trait Queue: Send + Sync + 'static {
+    async fn ping(&self) -> QueueResult<()>;
+    /// Sends up to [`MAX_BATCH`] bodies in one call.
+    async fn send_batch(&self, bodies: &[String]) -> QueueResult<()>;
+    /// Waits up to `wait` for at least one message, and returns up to `max` of them, each hidden
+    /// for `visibility`.
+    async fn receive(
+        &self,
+        max: usize,
+        wait: Duration,
+        visibility: Duration,
+    ) -> QueueResult<Vec<ReceivedMessage>>;
+    /// Deletes processed messages by receipt handle.
+    async fn delete_batch(&self, receipt_handles: &[String]) -> QueueResult<()>;
+    /// Hides a message for longer, for work that runs long.
+    async fn extend_visibility(
+        &self,
+        receipt_handle: &str,
+        visibility: Duration,
+    ) -> QueueResult<()>;
+    async fn depth(&self) -> QueueResult<QueueDepth>;
+}
+
+/// What travels in a message: which order, and the request id that placed it so the worker's
+/// and mailer's log lines can be joined to the HTTP request.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct OrderMessage {
+    pub order_id: Id,
+    #[serde(default)]
+    pub request_id: Option<String>,
+}
