@@ -5,8 +5,9 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use actix::prelude::*;
-use actix_web::{middleware::from_fn, web, App, HttpServer};
-use lettre::message::Mailbox;
+use actix_cors::Cors;
+use actix_web::middleware::{from_fn, Condition};
+use actix_web::{web, App, HttpServer};
 
 use crate::actors::auth::{start_password_hasher, AuthActor};
 use crate::actors::inventory::InventoryActor;
@@ -14,16 +15,10 @@ use crate::actors::mailer::MailerActor;
 use crate::actors::order::OrderActor;
 use crate::actors::sqs_poller::SqsPollerActor;
 use crate::authenticator::Authenticator;
-use crate::cache::{memory::MemoryCache, Cache};
+pub use crate::backends::{BackendKinds, Backends};
 use crate::config::Config;
 use crate::http::{self, extract::BodyLimit, ApiState};
-use crate::mail::{file::FileMailer, Mailer};
 use crate::messages::sqs_poller::StopPolling;
-use crate::queue::{sqlite::SqliteQueue, Queue};
-use crate::store::{
-    sqlite::{SqliteDb, SqliteStore},
-    Store,
-};
 use crate::tokens::TokenService;
 
 /// Which parts of the service this process runs.
@@ -46,75 +41,28 @@ impl Role {
     }
 }
 
-/// The four backends, behind their traits, and what kind each one is (for logs and metrics).
-#[derive(Clone)]
-pub struct Backends {
-    pub store: Arc<dyn Store>,
-    pub queue: Arc<dyn Queue>,
-    pub cache: Arc<dyn Cache>,
-    pub mailer: Arc<dyn Mailer>,
-    pub kinds: BackendKinds,
-}
-
-#[derive(Clone, Copy, Debug)]
-pub struct BackendKinds {
-    pub store: &'static str,
-    pub queue: &'static str,
-    pub cache: &'static str,
-    pub mailer: &'static str,
-}
-
-/// Entries the embedded cache holds at most (orders and sessions are small).
-const MEMORY_CACHE_ENTRIES: u64 = 100_000;
-
-/// Builds the backends the configuration selects. The embedded set needs nothing installed.
-pub async fn build_backends(config: &Config) -> anyhow::Result<Backends> {
-    let unsupported: Vec<&str> = [
-        ("MONGODB_URI", config.mongodb_uri.is_some()),
-        ("REDIS_HOST", config.redis.is_some()),
-        ("AWS_SQS_QUEUE_URL", config.aws.sqs_queue_url.is_some()),
-        (
-            "AWS_SES_SENDER_EMAIL",
-            config.aws.ses_sender_email.is_some(),
-        ),
-    ]
-    .into_iter()
-    .filter_map(|(name, set)| set.then_some(name))
-    .collect();
-    if !unsupported.is_empty() {
-        // Refusing beats silently running on the embedded backends when real ones were asked for.
-        anyhow::bail!(
-            "{} set, but this build has only the embedded backends (the MongoDB, Redis, SQS and SES \
-             backends are not implemented yet); unset them to run embedded",
-            unsupported.join(", ")
-        );
-    }
-    let db = SqliteDb::open(&config.database_path())?;
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::new(db.clone()));
-    let queue: Arc<dyn Queue> = Arc::new(SqliteQueue::new(db, config.queue.max_receives));
-    let cache: Arc<dyn Cache> = Arc::new(MemoryCache::new(MEMORY_CACHE_ENTRIES));
-    let from: Mailbox = "Order Service <orders@order-service.local>"
-        .parse()
-        .expect("valid sender");
-    let mailer: Arc<dyn Mailer> = Arc::new(FileMailer::new(config.mail_dir.clone(), from)?);
-    Ok(Backends {
-        store,
-        queue,
-        cache,
-        mailer,
-        kinds: BackendKinds {
-            store: "sqlite",
-            queue: "sqlite",
-            cache: "memory",
-            mailer: "file",
-        },
-    })
+/// Cross-origin access for the configured origins only. With none configured the middleware is
+/// left out entirely, so browsers apply their same-origin rule (and same-origin pages such as
+/// Swagger UI keep working).
+fn cors(origins: &[String]) -> Cors {
+    origins
+        .iter()
+        .fold(Cors::default(), |cors, origin| cors.allowed_origin(origin))
+        .allowed_methods(["GET", "POST", "PATCH", "OPTIONS"])
+        .allowed_headers([
+            "authorization",
+            "content-type",
+            "idempotency-key",
+            "x-request-id",
+        ])
+        .expose_headers(["x-request-id", "location", "retry-after"])
+        .max_age(600)
 }
 
 /// Runs the process in `role` until SIGTERM or SIGINT, then shuts down gracefully.
 pub async fn run(config: Config, role: Role) -> anyhow::Result<()> {
     let prometheus = crate::metrics::install()?;
-    let backends = build_backends(&config).await?;
+    let backends = crate::backends::build(&config).await?;
     let kinds = backends.kinds;
     metrics::gauge!(
         crate::metrics::BUILD_INFO,
@@ -135,7 +83,8 @@ pub async fn run(config: Config, role: Role) -> anyhow::Result<()> {
         "starting"
     );
 
-    if !config.is_production() && backends.store.is_empty().await? {
+    // Only API processes seed, so `api` and `worker` starting together do not race to do it.
+    if role.serves_api() && !config.is_production() && backends.store.is_empty().await? {
         let report = crate::seed::seed(backends.store.as_ref()).await?;
         tracing::info!(
             users = report.users,
@@ -206,12 +155,18 @@ pub async fn run(config: Config, role: Role) -> anyhow::Result<()> {
         config.metrics_port
     };
 
+    let cors_origins = config.cors_allowed_origins.clone();
+
     let server = HttpServer::new(move || {
         let app = App::new()
             .app_data(state.clone())
             .app_data(backends_data.clone())
             .app_data(prometheus_data.clone())
             .app_data(body_limit)
+            .wrap(Condition::new(
+                !cors_origins.is_empty(),
+                cors(&cors_origins),
+            ))
             .wrap(from_fn(http::middleware::observe));
         if serves_api {
             app.configure(http::api)
@@ -242,7 +197,7 @@ pub async fn run(config: Config, role: Role) -> anyhow::Result<()> {
 
 /// `order-service seed`: seeds the configured store and exits.
 pub async fn seed_only(config: Config) -> anyhow::Result<()> {
-    let backends = build_backends(&config).await?;
+    let backends = crate::backends::build(&config).await?;
     let report = crate::seed::seed(backends.store.as_ref()).await?;
     if report.changed_anything() {
         tracing::info!(

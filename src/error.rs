@@ -33,6 +33,9 @@ pub enum AppError {
     UnknownProducts(Vec<Id>),
     #[error("not enough stock")]
     InsufficientStock(Vec<Shortage>),
+    /// An `Idempotency-Key` came back with a different request body.
+    #[error("this Idempotency-Key was used with a different request")]
+    IdempotencyKeyReused,
     #[error("the order is {current:?} and can not be {action}")]
     InvalidTransition {
         current: OrderStatus,

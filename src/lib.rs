@@ -5,6 +5,7 @@
 pub mod actors;
 pub mod app;
 pub mod authenticator;
+pub mod backends;
 pub mod cache;
 pub mod config;
 pub mod domain;

@@ -20,19 +20,43 @@ use super::mailer::{self, MailerActor};
 use super::{ask, count_restart, guarded, MAILBOX_CAPACITY};
 use crate::cache::{order_key, Cache};
 use crate::domain::{Id, Order, OrderItem, OrderStatus, Page};
-use crate::error::AppError;
+use crate::error::{AppError, BackendError};
 use crate::messages::inventory::{ReleaseStock, ReserveStock};
 use crate::messages::mailer::SendOrderEmail;
 use crate::messages::order::*;
 use crate::metrics::*;
 use crate::queue::{OrderMessage, Queue};
-use crate::store::{Store, TransitionOutcome};
+use crate::store::{IdempotencyRecord, Store, TransitionOutcome};
 use crate::tokens::Principal;
 
 pub const NAME: &str = "order";
 
 /// How often the outbox reconciler looks for orders whose queue message was never confirmed.
 const OUTBOX_INTERVAL: Duration = Duration::from_secs(5);
+/// How long a retry waits for the order of its idempotency key to appear before placing it itself.
+const IDEMPOTENT_WAIT: Duration = Duration::from_secs(5);
+
+/// What an idempotency record remembers: the order id the key stands for, and when it was first
+/// seen (to tell a request still in progress from one that died).
+struct IdempotentOrder {
+    order_id: Id,
+    first_seen_ms: i64,
+}
+
+impl IdempotentOrder {
+    fn encode(&self) -> String {
+        format!("{}|{}", self.order_id, self.first_seen_ms)
+    }
+
+    fn decode(s: &str) -> Option<Self> {
+        let (id, ms) = s.split_once('|')?;
+        Some(IdempotentOrder {
+            order_id: id.parse().ok()?,
+            first_seen_ms: ms.parse().ok()?,
+        })
+    }
+}
+
 /// An order younger than this may still be on its way to the queue from the request that placed it.
 const OUTBOX_GRACE: Duration = Duration::from_secs(10);
 
@@ -205,7 +229,76 @@ impl OrderActor {
         sent
     }
 
-    async fn create(self, msg: CreateOrder) -> Result<Order, AppError> {
+    async fn create(self, msg: CreateOrder) -> Result<PlacedOrder, AppError> {
+        match msg.idempotency.clone() {
+            None => self.place(msg, Id::new()).await,
+            Some(key) => self.create_idempotent(msg, key).await,
+        }
+    }
+
+    /// Honours an `Idempotency-Key` without locks or extra store operations. The first request
+    /// with the key stores a record naming the order id it will use; every later request with
+    /// the key (a retry, or a concurrent twin) reads that record, so all of them converge on one
+    /// order id, and the store's unique id makes sure only one order is ever inserted.
+    async fn create_idempotent(
+        self,
+        msg: CreateOrder,
+        key: IdempotencyKey,
+    ) -> Result<PlacedOrder, AppError> {
+        let user_id = msg.principal.user_id;
+        let now = Utc::now();
+        let proposed = IdempotentOrder {
+            order_id: Id::new(),
+            first_seen_ms: now.timestamp_millis(),
+        };
+        let record = IdempotencyRecord {
+            request_hash: key.request_fingerprint.clone(),
+            status: 201,
+            body: proposed.encode(),
+        };
+        let stored = backend_call(
+            "store",
+            "save_idempotency",
+            self.store.save_idempotency(user_id, &key.key, &record, now),
+        )
+        .await?;
+        if stored.request_hash != key.request_fingerprint {
+            return Err(AppError::IdempotencyKeyReused);
+        }
+        let claimed = IdempotentOrder::decode(&stored.body)
+            .ok_or_else(|| AppError::Internal("unreadable idempotency record".into()))?;
+        if claimed.order_id == proposed.order_id {
+            return self.place(msg, claimed.order_id).await;
+        }
+        // Someone placed, or is placing, this order: wait for it rather than reserve stock twice.
+        let deadline = tokio::time::Instant::now() + IDEMPOTENT_WAIT;
+        loop {
+            if let Some(order) = backend_call(
+                "store",
+                "find_order",
+                self.store.find_order(claimed.order_id),
+            )
+            .await?
+            {
+                return Ok(PlacedOrder {
+                    order,
+                    replayed: true,
+                });
+            }
+            let abandoned =
+                now.timestamp_millis() - claimed.first_seen_ms > IDEMPOTENT_WAIT.as_millis() as i64;
+            if abandoned || tokio::time::Instant::now() >= deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // The first request failed (say, out of stock) or died before storing the order: place it
+        // now under the same id; if it appears meanwhile, the insert finds it and we return that.
+        self.place(msg, claimed.order_id).await
+    }
+
+    /// Reserves stock, stores the order under `order_id`, then queues it.
+    async fn place(self, msg: CreateOrder, order_id: Id) -> Result<PlacedOrder, AppError> {
         let reserved = ask(
             inventory::NAME,
             &self.inventory,
@@ -220,16 +313,17 @@ impl OrderActor {
                 OrderItem::new(product.id, product.name, product.price, line.quantity)
             })
             .collect();
-        let order = Order::place(
+        let mut order = Order::place(
             msg.principal.user_id,
             items,
             msg.shipping_address,
             msg.payment_method,
             Utc::now(),
         );
+        order.id = order_id;
         if let Err(e) = backend_call("store", "insert_order", self.store.insert_order(&order)).await
         {
-            // The stock is ours but no order holds it: give it back before answering.
+            // The stock is ours but no new order holds it: give it back before answering.
             if let Err(release) = ask(
                 inventory::NAME,
                 &self.inventory,
@@ -238,6 +332,15 @@ impl OrderActor {
             .await
             {
                 tracing::error!(error = %release, order_id = %order.id, "could not return stock of an unsaved order");
+            }
+            if matches!(e, BackendError::Duplicate) {
+                // A concurrent request with the same idempotency key stored it first.
+                if let Some(existing) = self.store.find_order(order_id).await? {
+                    return Ok(PlacedOrder {
+                        order: existing,
+                        replayed: true,
+                    });
+                }
             }
             return Err(e.into());
         }
@@ -256,7 +359,10 @@ impl OrderActor {
                 tracing::warn!(error = %e, order_id = %order.id, "queue unavailable; the outbox will send the order")
             }
         }
-        Ok(order)
+        Ok(PlacedOrder {
+            order,
+            replayed: false,
+        })
     }
 
     /// The outbox: orders stored but never confirmed on the queue are sent now. A message sent
@@ -377,7 +483,7 @@ impl OrderActor {
 }
 
 impl Handler<CreateOrder> for OrderActor {
-    type Result = ResponseActFuture<Self, Result<Order, AppError>>;
+    type Result = ResponseActFuture<Self, Result<PlacedOrder, AppError>>;
     fn handle(&mut self, msg: CreateOrder, _: &mut Context<Self>) -> Self::Result {
         guarded(NAME, self.clone().create(msg))
     }

@@ -163,6 +163,22 @@ pub fn parse_lines(
     lines
 }
 
+/// A stable digest of what an order request asks for, to recognise the same request when an
+/// idempotency key comes back.
+pub fn request_fingerprint(
+    lines: &[OrderLine],
+    address: &ShippingAddress,
+    payment_method: &str,
+) -> String {
+    use sha2::{Digest, Sha256};
+    let canonical = serde_json::json!({
+        "items": lines.iter().map(|l| (l.product_id.to_string(), l.quantity.get())).collect::<Vec<_>>(),
+        "shippingAddress": address,
+        "paymentMethod": payment_method,
+    });
+    hex::encode(Sha256::digest(canonical.to_string().as_bytes()))
+}
+
 pub fn parse_payment_method(raw: &str) -> Result<String, String> {
     text::bounded(raw, 1, 50)
 }

@@ -10,10 +10,10 @@ use super::products::{page_query, PageQuery};
 use super::ApiState;
 use crate::actors::{ask, order::NAME};
 use crate::domain::address::ShippingAddressInput;
-use crate::domain::order::{parse_lines, parse_payment_method};
+use crate::domain::order::{parse_lines, parse_payment_method, request_fingerprint};
 use crate::domain::{FieldError, Order, Page};
 use crate::error::AppError;
-use crate::messages::order::{CancelOrder, CreateOrder, GetOrder, ListOrders};
+use crate::messages::order::{CancelOrder, CreateOrder, GetOrder, IdempotencyKey, ListOrders};
 
 #[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -36,7 +36,27 @@ pub struct CreateOrderRequest {
     pub payment_method: Option<String>,
 }
 
+/// The optional `Idempotency-Key` header: 1 to 255 visible ASCII characters.
+fn idempotency_key(req: &actix_web::HttpRequest) -> Result<Option<String>, ApiError> {
+    let Some(value) = req.headers().get("idempotency-key") else {
+        return Ok(None);
+    };
+    let key = value.to_str().unwrap_or("").trim();
+    if key.is_empty() || key.len() > 255 || !key.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(AppError::field(
+            "Idempotency-Key",
+            "must be 1 to 255 visible ASCII characters",
+        )
+        .into());
+    }
+    Ok(Some(key.to_string()))
+}
+
 #[utoipa::path(post, path = "/api/orders", tag = "orders", request_body = CreateOrderRequest, security(("bearer" = [])),
+    params(("Idempotency-Key" = Option<String>, Header,
+        description = "Makes retries safe: the same key with the same body returns the original order (with \
+            `Idempotent-Replayed: true`) without reserving stock again; with a different body it is 422. \
+            Keys are per user and kept at least 24 hours.")),
     responses(
         (status = 201, description = "Accepted: stock reserved, order pending and queued", body = Order,
             headers(("Location" = String, description = "The order's URL"))),
@@ -44,12 +64,14 @@ pub struct CreateOrderRequest {
         (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "Unknown product(s), listed in productIds", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Not enough stock; every short item in shortages; nothing reserved", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Idempotency-Key reused with a different body", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "A backend is unavailable; nothing was reserved", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn create(
     state: web::Data<ApiState>,
     Auth(principal): Auth,
     request_id: RequestId,
+    req: actix_web::HttpRequest,
     body: Json<CreateOrderRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.0;
@@ -88,7 +110,11 @@ pub async fn create(
     else {
         return Err(AppError::Validation(errors).into());
     };
-    let order = ask(
+    let idempotency = idempotency_key(&req)?.map(|key| IdempotencyKey {
+        key,
+        request_fingerprint: request_fingerprint(&lines, &shipping_address, &payment_method),
+    });
+    let placed = ask(
         NAME,
         &state.orders,
         CreateOrder {
@@ -97,15 +123,19 @@ pub async fn create(
             shipping_address,
             payment_method,
             request_id: request_id.0,
+            idempotency,
         },
     )
     .await?;
-    Ok(HttpResponse::Created()
-        .insert_header((
-            actix_web::http::header::LOCATION,
-            format!("/api/orders/{}", order.id),
-        ))
-        .json(order))
+    let mut response = HttpResponse::Created();
+    response.insert_header((
+        actix_web::http::header::LOCATION,
+        format!("/api/orders/{}", placed.order.id),
+    ));
+    if placed.replayed {
+        response.insert_header(("Idempotent-Replayed", "true"));
+    }
+    Ok(response.json(placed.order))
 }
 
 #[utoipa::path(get, path = "/api/orders", tag = "orders", params(PageQuery), security(("bearer" = [])),

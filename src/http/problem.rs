@@ -147,6 +147,12 @@ impl ApiError {
                         format!("not enough stock: {detail}"),
                     )
                 }
+                AppError::IdempotencyKeyReused => (
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "idempotency_key_reused",
+                    "Idempotency key reused",
+                    "this Idempotency-Key was already used with a different request body; use a new key".to_string(),
+                ),
                 AppError::InvalidTransition { current, action } => {
                     extra.insert("currentStatus".into(), json!(current));
                     let detail =

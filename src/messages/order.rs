@@ -8,13 +8,28 @@ use crate::queue::OrderMessage;
 use crate::tokens::Principal;
 
 #[derive(Message)]
-#[rtype(result = "Result<Order, AppError>")]
+#[rtype(result = "Result<PlacedOrder, AppError>")]
 pub struct CreateOrder {
     pub principal: Principal,
     pub lines: Vec<OrderLine>,
     pub shipping_address: ShippingAddress,
     pub payment_method: String,
     pub request_id: String,
+    pub idempotency: Option<IdempotencyKey>,
+}
+
+/// A client's `Idempotency-Key` and the fingerprint of the request it came with.
+#[derive(Clone, Debug)]
+pub struct IdempotencyKey {
+    pub key: String,
+    pub request_fingerprint: String,
+}
+
+#[derive(Debug)]
+pub struct PlacedOrder {
+    pub order: Order,
+    /// True when this answers a retry: the order was placed by an earlier request with the key.
+    pub replayed: bool,
 }
 
 /// The caller's own order; an admin may read any. Someone else's is `NotFound`, exactly as a

@@ -1,0 +1,104 @@
+//! Chooses each backend from the configuration: the real service when its variable is set
+//! (`MONGODB_URI`, `REDIS_HOST`, `AWS_SQS_QUEUE_URL`, `AWS_SES_SENDER_EMAIL`), the embedded one
+//! otherwise. Any mix works, e.g. MongoDB with the embedded queue.
+
+use std::sync::Arc;
+
+use lettre::message::Mailbox;
+
+use crate::cache::{memory::MemoryCache, redis::RedisCache, Cache};
+use crate::config::Config;
+use crate::mail::{file::FileMailer, ses::SesMailer, Mailer};
+use crate::queue::{sqlite::SqliteQueue, sqs::SqsQueue, Queue};
+use crate::store::mongo::MongoStore;
+use crate::store::sqlite::{SqliteDb, SqliteStore};
+use crate::store::Store;
+
+/// The four backends, behind their traits, and what kind each one is (for logs and metrics).
+#[derive(Clone)]
+pub struct Backends {
+    pub store: Arc<dyn Store>,
+    pub queue: Arc<dyn Queue>,
+    pub cache: Arc<dyn Cache>,
+    pub mailer: Arc<dyn Mailer>,
+    pub kinds: BackendKinds,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct BackendKinds {
+    pub store: &'static str,
+    pub queue: &'static str,
+    pub cache: &'static str,
+    pub mailer: &'static str,
+}
+
+/// Entries the embedded cache holds at most (orders and sessions are small).
+const MEMORY_CACHE_ENTRIES: u64 = 100_000;
+/// Prefix of every Redis key, so deployments can share a Redis.
+const REDIS_KEY_PREFIX: &str = "order-service:";
+
+pub async fn build(config: &Config) -> anyhow::Result<Backends> {
+    // The SQLite file is opened only when the store or the queue is embedded.
+    let needs_sqlite = config.mongodb_uri.is_none() || config.aws.sqs_queue_url.is_none();
+    let db = if needs_sqlite {
+        Some(SqliteDb::open(&config.database_path())?)
+    } else {
+        None
+    };
+
+    let (store, store_kind): (Arc<dyn Store>, _) = match &config.mongodb_uri {
+        Some(uri) => (
+            Arc::new(MongoStore::connect(uri.expose()).await?),
+            "mongodb",
+        ),
+        None => (
+            Arc::new(SqliteStore::new(db.clone().expect("opened above"))),
+            "sqlite",
+        ),
+    };
+    let (queue, queue_kind): (Arc<dyn Queue>, _) = match &config.aws.sqs_queue_url {
+        Some(url) => (
+            Arc::new(SqsQueue::new(url.clone(), &config.aws).await?),
+            "sqs",
+        ),
+        None => (
+            Arc::new(SqliteQueue::new(
+                db.expect("opened above"),
+                config.queue.max_receives,
+            )),
+            "sqlite",
+        ),
+    };
+    // Redis connects lazily: the service starts, and answers from the store, while Redis is down.
+    let (cache, cache_kind): (Arc<dyn Cache>, _) = match &config.redis {
+        Some(redis) => (Arc::new(RedisCache::lazy(redis, REDIS_KEY_PREFIX)), "redis"),
+        None => (Arc::new(MemoryCache::new(MEMORY_CACHE_ENTRIES)), "memory"),
+    };
+    let (mailer, mailer_kind): (Arc<dyn Mailer>, _) = match &config.aws.ses_sender_email {
+        Some(sender) => (
+            Arc::new(SesMailer::new(sender.clone(), &config.aws).await?),
+            "ses",
+        ),
+        None => {
+            let from: Mailbox = "Order Service <orders@order-service.local>"
+                .parse()
+                .expect("valid sender");
+            (
+                Arc::new(FileMailer::new(config.mail_dir.clone(), from)?),
+                "file",
+            )
+        }
+    };
+    Ok(Backends {
+        store,
+        queue,
+        cache,
+        mailer,
+        kinds: BackendKinds {
+            store: store_kind,
+            queue: queue_kind,
+            cache: cache_kind,
+            mailer: mailer_kind,
+        },
+    })
+}
