@@ -19,6 +19,7 @@ pub use crate::backends::{BackendKinds, Backends};
 use crate::config::Config;
 use crate::http::{self, extract::BodyLimit, ApiState};
 use crate::messages::sqs_poller::StopPolling;
+use crate::throttle::LoginThrottle;
 use crate::tokens::TokenService;
 
 /// Which parts of the service this process runs.
@@ -128,6 +129,10 @@ pub async fn run(config: Config, role: Role) -> anyhow::Result<()> {
             tokens: tokens.clone(),
             authenticator: authenticator.clone(),
             hasher: start_password_hasher(),
+            throttle: Arc::new(LoginThrottle::new(
+                backends.cache.clone(),
+                config.login_limits.clone(),
+            )),
         };
         Supervisor::start_in_arbiter(&Arbiter::new().handle(), move |_| actor.clone())
     };
@@ -144,6 +149,7 @@ pub async fn run(config: Config, role: Role) -> anyhow::Result<()> {
         inventory,
         orders,
         authenticator,
+        trust_proxy_headers: config.trust_proxy_headers,
     });
     let backends_data = web::Data::new(backends.clone());
     let prometheus_data = web::Data::new(prometheus);

@@ -79,6 +79,16 @@ pub struct QueueSettings {
     pub worker_concurrency: usize,
 }
 
+/// Login throttling (see `throttle`).
+#[derive(Clone, Debug)]
+pub struct LoginLimits {
+    pub max_failures_per_email: u64,
+    pub max_failures_per_ip: u64,
+    pub failure_window: Duration,
+    /// All login attempts (successful too) from one address per minute.
+    pub max_attempts_per_ip_per_minute: u64,
+}
+
 #[derive(Clone, Debug)]
 pub struct Config {
     pub environment: Environment,
@@ -98,6 +108,9 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     pub body_limit_bytes: usize,
     pub cors_allowed_origins: Vec<String>,
+    pub login_limits: LoginLimits,
+    /// Take the client address from `X-Forwarded-For` (only behind a trusted proxy).
+    pub trust_proxy_headers: bool,
 }
 
 /// Why the configuration was refused.
@@ -239,6 +252,26 @@ impl Config {
             })
             .unwrap_or_default();
 
+        let login_limits = LoginLimits {
+            max_failures_per_email: r.parse("LOGIN_MAX_FAILURES_PER_EMAIL", 5u64, "a whole number"),
+            max_failures_per_ip: r.parse("LOGIN_MAX_FAILURES_PER_IP", 50u64, "a whole number"),
+            failure_window: r.duration("LOGIN_FAILURE_WINDOW", Duration::from_secs(900)),
+            max_attempts_per_ip_per_minute: r.parse(
+                "LOGIN_MAX_ATTEMPTS_PER_IP_PER_MINUTE",
+                6000u64,
+                "a whole number",
+            ),
+        };
+        let trust_proxy_headers = match r.get("TRUST_PROXY_HEADERS").as_deref() {
+            None | Some("false") | Some("0") => false,
+            Some("true") | Some("1") => true,
+            Some(_) => {
+                r.errors
+                    .push("TRUST_PROXY_HEADERS: expected true or false".into());
+                false
+            }
+        };
+
         if !r.errors.is_empty() {
             return Err(ConfigError(r.errors));
         }
@@ -266,6 +299,8 @@ impl Config {
             shutdown_timeout,
             body_limit_bytes,
             cors_allowed_origins,
+            login_limits,
+            trust_proxy_headers,
         })
     }
 

@@ -25,6 +25,9 @@ pub enum AppError {
     /// Missing, malformed, expired or revoked token; the text says which, without secrets.
     #[error("{0}")]
     Unauthenticated(&'static str),
+    /// Too many login attempts; try again after the given time.
+    #[error("too many login attempts")]
+    RateLimited { retry_after: std::time::Duration },
     #[error("this action needs the admin role")]
     Forbidden,
     #[error("{0} not found")]

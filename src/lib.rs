@@ -18,4 +18,5 @@ pub mod queue;
 pub mod seed;
 pub mod store;
 pub mod telemetry;
+pub mod throttle;
 pub mod tokens;

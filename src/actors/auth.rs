@@ -22,6 +22,7 @@ use crate::metrics::{
     PASSWORD_HASH_SECONDS,
 };
 use crate::store::{RotateOutcome, Session, Store};
+use crate::throttle::LoginThrottle;
 use crate::tokens::{new_token_id, TokenService};
 
 const NAME: &str = "auth";
@@ -100,6 +101,7 @@ pub struct AuthActor {
     pub tokens: Arc<TokenService>,
     pub authenticator: Arc<Authenticator>,
     pub hasher: Addr<PasswordHasher>,
+    pub throttle: Arc<LoginThrottle>,
 }
 
 impl Actor for AuthActor {
@@ -189,16 +191,22 @@ impl Handler<Login> for AuthActor {
     fn handle(&mut self, msg: Login, _: &mut Context<Self>) -> Self::Result {
         let this = self.clone();
         guarded(NAME, async move {
-            let user = match Email::parse(&msg.email) {
-                Ok(email) => {
+            if let Err(limited) = this.throttle.check(&msg.email, msg.client_ip).await {
+                metrics::counter!(AUTH_LOGINS_TOTAL, "outcome" => "rate_limited").increment(1);
+                tracing::warn!("login refused: rate limited");
+                return Err(limited);
+            }
+            let email = Email::parse(&msg.email).ok();
+            let user = match &email {
+                Some(email) => {
                     backend_call(
                         "store",
                         "find_user_by_email",
-                        this.store.find_user_by_email(&email),
+                        this.store.find_user_by_email(email),
                     )
                     .await?
                 }
-                Err(_) => None,
+                None => None,
             };
             let hash = user
                 .as_ref()
@@ -208,12 +216,16 @@ impl Handler<Login> for AuthActor {
                 Some(user) if password_ok => {
                     metrics::counter!(AUTH_LOGINS_TOTAL, "outcome" => "success").increment(1);
                     tracing::info!(user_id = %user.id, "login succeeded");
+                    this.throttle.record_success(email.as_ref()).await;
                     this.open_session(user).await
                 }
                 _ => {
                     metrics::counter!(AUTH_LOGINS_TOTAL, "outcome" => "invalid_credentials")
                         .increment(1);
                     tracing::info!("login refused: invalid credentials");
+                    this.throttle
+                        .record_failure(&msg.email, msg.client_ip)
+                        .await;
                     Err(AppError::InvalidCredentials)
                 }
             }

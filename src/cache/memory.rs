@@ -12,24 +12,34 @@ use super::{Cache, CacheResult};
 #[derive(Clone)]
 struct Entry {
     value: String,
-    ttl: Duration,
+    expires_at: Instant,
 }
 
-/// Lets every entry carry its own lifetime, as Redis `SET … EX` does.
+impl Entry {
+    fn new(value: impl Into<String>, ttl: Duration) -> Self {
+        Entry {
+            value: value.into(),
+            expires_at: Instant::now() + ttl,
+        }
+    }
+}
+
+/// Lets every entry carry its own deadline, as Redis `SET … EX` does; a counter keeps the
+/// deadline of its first increment when it is updated.
 struct PerEntryTtl;
 
 impl Expiry<String, Entry> for PerEntryTtl {
-    fn expire_after_create(&self, _key: &String, value: &Entry, _now: Instant) -> Option<Duration> {
-        Some(value.ttl)
+    fn expire_after_create(&self, _key: &String, value: &Entry, now: Instant) -> Option<Duration> {
+        Some(value.expires_at.saturating_duration_since(now))
     }
     fn expire_after_update(
         &self,
         _key: &String,
         value: &Entry,
-        _now: Instant,
+        now: Instant,
         _left: Option<Duration>,
     ) -> Option<Duration> {
-        Some(value.ttl)
+        Some(value.expires_at.saturating_duration_since(now))
     }
 }
 
@@ -60,28 +70,39 @@ impl Cache for MemoryCache {
     }
 
     async fn set(&self, key: &str, value: &str, ttl: Duration) -> CacheResult<()> {
-        self.entries.insert(
-            key.to_string(),
-            Entry {
-                value: value.to_string(),
-                ttl,
-            },
-        );
+        self.entries.insert(key.to_string(), Entry::new(value, ttl));
         Ok(())
     }
 
     async fn set_if_absent(&self, key: &str, value: &str, ttl: Duration) -> CacheResult<()> {
         // `get_with` runs the initialiser only when the key is absent, atomically per key.
-        self.entries.get_with(key.to_string(), || Entry {
-            value: value.to_string(),
-            ttl,
-        });
+        self.entries
+            .get_with(key.to_string(), || Entry::new(value, ttl));
         Ok(())
     }
 
     async fn delete(&self, key: &str) -> CacheResult<()> {
         self.entries.invalidate(key);
         Ok(())
+    }
+
+    async fn increment(&self, key: &str, window: Duration) -> CacheResult<u64> {
+        // The upsert runs atomically per key, so concurrent increments are never lost.
+        let entry = self
+            .entries
+            .entry(key.to_string())
+            .and_upsert_with(|current| match current {
+                Some(e) => {
+                    let e = e.into_value();
+                    let count = e.value.parse::<u64>().unwrap_or(0) + 1;
+                    Entry {
+                        value: count.to_string(),
+                        expires_at: e.expires_at,
+                    }
+                }
+                None => Entry::new("1", window),
+            });
+        Ok(entry.into_value().value.parse().unwrap_or(1))
     }
 }
 
@@ -102,6 +123,24 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(c.get("k").await.unwrap().as_deref(), Some("filled"));
+    }
+
+    #[tokio::test]
+    async fn counters_count_concurrently_within_their_window() {
+        let c = std::sync::Arc::new(MemoryCache::new(100));
+        let tasks: Vec<_> = (0..50)
+            .map(|_| {
+                let c = c.clone();
+                tokio::spawn(
+                    async move { c.increment("n", Duration::from_secs(60)).await.unwrap() },
+                )
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        assert_eq!(c.increment("n", Duration::from_secs(60)).await.unwrap(), 51);
+        assert_eq!(c.get("n").await.unwrap().as_deref(), Some("51"));
     }
 
     #[tokio::test]

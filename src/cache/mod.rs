@@ -2,6 +2,7 @@
 //! miss, so the service answers (from the store) when the cache is down.
 
 pub mod memory;
+pub mod redis;
 
 use std::time::Duration;
 
@@ -21,6 +22,16 @@ pub trait Cache: Send + Sync + 'static {
     /// back a value older than the one a writer stored meanwhile.
     async fn set_if_absent(&self, key: &str, value: &str, ttl: Duration) -> CacheResult<()>;
     async fn delete(&self, key: &str) -> CacheResult<()>;
+    /// Adds one to a counter that lives `window` from its first increment (a fixed window, as
+    /// Redis `INCR` + `PEXPIRE NX`), and returns the new count. Rate limits count with it, so
+    /// they are shared by every process that shares the cache.
+    async fn increment(&self, key: &str, window: Duration) -> CacheResult<u64> {
+        let _ = (key, window);
+        Err(BackendError::other(
+            "cache",
+            "counters are not supported by this cache",
+        ))
+    }
 }
 
 pub fn order_key(id: crate::domain::Id) -> String {

@@ -87,6 +87,21 @@ pub struct RefreshRequest {
     pub refresh_token: Option<String>,
 }
 
+/// The client's address: the peer, or the first `X-Forwarded-For` hop when the service is
+/// configured to trust its proxy (never otherwise: clients could forge it to dodge throttling).
+fn client_ip(req: &actix_web::HttpRequest, trust_proxy_headers: bool) -> Option<std::net::IpAddr> {
+    if trust_proxy_headers {
+        let forwarded = req
+            .connection_info()
+            .realip_remote_addr()
+            .and_then(|a| a.parse().ok());
+        if forwarded.is_some() {
+            return forwarded;
+        }
+    }
+    req.peer_addr().map(|a| a.ip())
+}
+
 fn required(field: &str, value: Option<String>, errors: &mut Vec<FieldError>) -> Option<String> {
     if value.is_none() {
         errors.push(FieldError::new(field, "is required"));
@@ -142,9 +157,11 @@ pub async fn register(
         (status = 200, description = "Logged in", body = AuthResponse),
         (status = 400, description = "Missing fields", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Wrong email or password (the same answer for both)", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many failed logins for this email or from this address; see Retry-After", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn login(
     state: web::Data<ApiState>,
+    req: actix_web::HttpRequest,
     body: Json<LoginRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.0;
@@ -158,7 +175,16 @@ pub async fn login(
         // Never worth hashing: no account can have such a password.
         return Err(AppError::InvalidCredentials.into());
     }
-    let done = ask_auth(&state.auth, Login { email, password }).await?;
+    let client_ip = client_ip(&req, state.trust_proxy_headers);
+    let done = ask_auth(
+        &state.auth,
+        Login {
+            email,
+            password,
+            client_ip,
+        },
+    )
+    .await?;
     Ok(HttpResponse::Ok().json(AuthResponse::from(done)))
 }
 

@@ -28,6 +28,7 @@ pub struct ApiState {
     pub inventory: Addr<InventoryActor>,
     pub orders: Addr<OrderActor>,
     pub authenticator: Arc<Authenticator>,
+    pub trust_proxy_headers: bool,
 }
 
 async fn route_not_found() -> Result<HttpResponse, ApiError> {

@@ -105,6 +105,11 @@ impl ApiError {
                     "Authentication required",
                     why.to_string(),
                 ),
+                AppError::RateLimited { retry_after } => {
+                    extra.insert("retryAfter".into(), json!(retry_after.as_secs().max(1)));
+                    let detail = format!("too many login attempts; try again in {} seconds", retry_after.as_secs().max(1));
+                    (StatusCode::TOO_MANY_REQUESTS, "rate_limited", "Too many requests", detail)
+                }
                 AppError::Forbidden => (
                     StatusCode::FORBIDDEN,
                     "forbidden",
@@ -266,6 +271,12 @@ impl ResponseError for ApiError {
             response.insert_header((
                 header::WWW_AUTHENTICATE,
                 HeaderValue::from_static(challenge),
+            ));
+        }
+        if let ApiError::App(AppError::RateLimited { retry_after }) = self {
+            response.insert_header((
+                header::RETRY_AFTER,
+                retry_after.as_secs().max(1).to_string(),
             ));
         }
         if status == StatusCode::SERVICE_UNAVAILABLE {

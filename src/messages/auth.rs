@@ -28,6 +28,8 @@ pub struct Register {
 pub struct Login {
     pub email: String,
     pub password: String,
+    /// Where the attempt came from, for throttling failed logins per address.
+    pub client_ip: Option<std::net::IpAddr>,
 }
 
 #[derive(Message)]
