@@ -119,6 +119,7 @@ pub async fn run(config: Config, role: Role) -> anyhow::Result<()> {
             inventory: inventory.clone(),
             mailer: mailer.clone(),
             cache_ttl: config.cache_ttl,
+            processing_time: config.queue.processing_time,
             outbox_busy: Arc::new(AtomicBool::new(false)),
         };
         Supervisor::start_in_arbiter(&Arbiter::new().handle(), move |_| actor.clone())

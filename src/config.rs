@@ -77,6 +77,9 @@ pub struct QueueSettings {
     pub wait_time: Duration,
     /// Messages processed at once by one worker.
     pub worker_concurrency: usize,
+    /// Time the fulfilment step of processing takes (0 by default): stands for the work a real
+    /// deployment does there, and lets demos and fault tests see orders in `processing`.
+    pub processing_time: Duration,
 }
 
 /// Login throttling (see `throttle`).
@@ -218,6 +221,15 @@ impl Config {
             ),
             wait_time: r.duration("QUEUE_WAIT_TIME", Duration::from_secs(20)),
             worker_concurrency: r.parse("WORKER_CONCURRENCY", 10usize, "a whole number from 1"),
+            processing_time: match r.get("ORDER_PROCESSING_TIME").as_deref() {
+                None | Some("0") => Duration::ZERO,
+                Some(v) => parse_duration(v).unwrap_or_else(|| {
+                    r.errors.push(format!(
+                        "ORDER_PROCESSING_TIME: expected a duration like 500ms or 2s, got {v:?}"
+                    ));
+                    Duration::ZERO
+                }),
+            },
         };
         if queue.max_receives == 0 {
             r.errors

@@ -68,6 +68,8 @@ pub struct OrderActor {
     pub inventory: Addr<InventoryActor>,
     pub mailer: Addr<MailerActor>,
     pub cache_ttl: Duration,
+    /// How long the fulfilment step takes (`ORDER_PROCESSING_TIME`).
+    pub processing_time: Duration,
     /// Set while a reconciler pass runs, so slow passes never pile up.
     pub outbox_busy: Arc<AtomicBool>,
 }
@@ -435,8 +437,11 @@ impl OrderActor {
             };
         }
         if order.status == OrderStatus::Processing {
-            // Processing is where payment capture and fulfilment integrations plug in; today the
-            // order is complete once it is accepted and its stock is reserved.
+            // Processing is where payment capture and fulfilment integrations plug in; today it
+            // takes the configured time and the order is complete once its stock is reserved.
+            if !self.processing_time.is_zero() {
+                tokio::time::sleep(self.processing_time).await;
+            }
             order = match self
                 .transition(id, OrderStatus::Processing, OrderStatus::Completed, None)
                 .await?

@@ -6,6 +6,7 @@
 //! Shutdown: `StopPolling` stops new receives, interrupts long polls that are only waiting, and
 //! replies when every batch in flight is processed and deleted.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -170,7 +171,7 @@ async fn poll_once(
     let done = join_all(
         messages
             .into_iter()
-            .map(|m| handle_message(&orders, &settings, m)),
+            .map(|m| handle_message(queue.as_ref(), &orders, &settings, m)),
     )
     .await;
     let receipts: Vec<String> = done.into_iter().flatten().collect();
@@ -186,8 +187,32 @@ async fn poll_once(
     Ok(())
 }
 
+/// Keeps a message hidden while its processing runs: every half visibility timeout the
+/// timeout is extended, so long work is not delivered to a second worker meanwhile. If this
+/// process dies, the extensions stop and the message comes back after one timeout.
+async fn with_visibility_heartbeat<F: Future>(
+    queue: &dyn Queue,
+    receipt: &str,
+    visibility: Duration,
+    work: F,
+) -> F::Output {
+    tokio::pin!(work);
+    let every = (visibility / 2).max(Duration::from_millis(100));
+    loop {
+        tokio::select! {
+            done = &mut work => return done,
+            _ = tokio::time::sleep(every) => {
+                if let Err(e) = backend_call("queue", "extend_visibility", queue.extend_visibility(receipt, visibility)).await {
+                    tracing::warn!(error = %e, "could not extend a message's visibility");
+                }
+            }
+        }
+    }
+}
+
 /// Processes one message; returns its receipt handle when it may be deleted.
 async fn handle_message(
+    queue: &dyn Queue,
     orders: &Addr<OrderActor>,
     settings: &QueueSettings,
     message: ReceivedMessage,
@@ -212,10 +237,15 @@ async fn handle_message(
                 receive_count: message.receive_count,
                 last_attempt,
             };
-            ask(order::NAME, orders, process)
-                .instrument(span)
-                .await
-                .map_err(|_| ())
+            let work = ask(order::NAME, orders, process).instrument(span);
+            with_visibility_heartbeat(
+                queue,
+                &message.receipt_handle,
+                settings.visibility_timeout,
+                work,
+            )
+            .await
+            .map_err(|_| ())
         }
     };
     metrics::histogram!(QUEUE_MESSAGE_PROCESSING_SECONDS).record(started.elapsed().as_secs_f64());
