@@ -61,7 +61,8 @@ impl Authenticator {
             }
             Ok(None) => metrics::counter!(CACHE_MISSES_TOTAL, "cache" => "session").increment(1),
             Err(e) => {
-                metrics::counter!(CACHE_ERRORS_TOTAL, "operation" => "get").increment(1);
+                metrics::counter!(CACHE_ERRORS_TOTAL, "cache" => "session", "operation" => "get")
+                    .increment(1);
                 tracing::warn!(error = %e, "session cache read failed; using the store");
             }
         }
@@ -75,7 +76,8 @@ impl Authenticator {
             .set_if_absent(&key, value, self.remember_for())
             .await
         {
-            metrics::counter!(CACHE_ERRORS_TOTAL, "operation" => "set").increment(1);
+            metrics::counter!(CACHE_ERRORS_TOTAL, "cache" => "session", "operation" => "set")
+                .increment(1);
             tracing::warn!(error = %e, "session cache write failed");
         }
         Ok(active)
@@ -88,7 +90,8 @@ impl Authenticator {
             .set(&session_key(session_id), REVOKED, self.remember_for())
             .await
         {
-            metrics::counter!(CACHE_ERRORS_TOTAL, "operation" => "set").increment(1);
+            metrics::counter!(CACHE_ERRORS_TOTAL, "cache" => "session", "operation" => "set")
+                .increment(1);
             // Still safe: without the cache entry the store is read, and it says revoked.
             let _ = self.cache.delete(&session_key(session_id)).await;
             tracing::warn!(error = %e, "could not cache a session revocation");

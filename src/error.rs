@@ -82,6 +82,11 @@ pub enum BackendError {
 }
 
 impl BackendError {
+    /// True for failures of the backend itself; false for answers such as a duplicate key.
+    pub fn is_fault(&self) -> bool {
+        !matches!(self, BackendError::Duplicate)
+    }
+
     pub fn unavailable(backend: &'static str, e: impl std::fmt::Display) -> Self {
         BackendError::Unavailable {
             backend,

@@ -7,6 +7,8 @@ use std::time::Instant;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
+use crate::error::BackendError;
+
 pub const HTTP_REQUESTS_TOTAL: &str = "http_requests_total";
 pub const HTTP_REQUEST_DURATION_SECONDS: &str = "http_request_duration_seconds";
 pub const HTTP_REQUESTS_IN_FLIGHT: &str = "http_requests_in_flight";
@@ -49,6 +51,11 @@ pub const BACKEND_ERRORS_TOTAL: &str = "backend_errors_total";
 
 pub const BUILD_INFO: &str = "build_info";
 
+pub const PROCESS_CPU_SECONDS_TOTAL: &str = "process_cpu_seconds_total";
+pub const PROCESS_RESIDENT_MEMORY_BYTES: &str = "process_resident_memory_bytes";
+pub const PROCESS_VIRTUAL_MEMORY_BYTES: &str = "process_virtual_memory_bytes";
+pub const PROCESS_OPEN_FDS: &str = "process_open_fds";
+
 /// Installs the global recorder and returns the handle `/metrics` renders from.
 pub fn install() -> anyhow::Result<PrometheusHandle> {
     let fast = &[
@@ -66,6 +73,7 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
         .set_buckets_for_metric(Matcher::Full(PASSWORD_HASH_SECONDS.into()), hashing)?
         .install_recorder()?;
     describe();
+    register_failure_counters();
     Ok(handle)
 }
 
@@ -161,19 +169,20 @@ fn describe() {
 }
 
 /// Times one backend call and counts its failure.
-pub async fn backend_call<T, E, F>(
+pub async fn backend_call<T, F>(
     backend: &'static str,
     operation: &'static str,
     call: F,
-) -> Result<T, E>
+) -> Result<T, BackendError>
 where
-    F: Future<Output = Result<T, E>>,
+    F: Future<Output = Result<T, BackendError>>,
 {
     let started = Instant::now();
     let result = call.await;
     metrics::histogram!(BACKEND_CALL_DURATION_SECONDS, "backend" => backend, "operation" => operation)
         .record(started.elapsed().as_secs_f64());
-    if result.is_err() {
+    // A refusal the caller expects (a duplicate key) is an answer, not a fault of the backend.
+    if result.as_ref().is_err_and(|e| e.is_fault()) {
         metrics::counter!(BACKEND_ERRORS_TOTAL, "backend" => backend, "operation" => operation)
             .increment(1);
     }
@@ -186,40 +195,70 @@ pub fn record_process_metrics() {
     #[cfg(target_os = "linux")]
     {
         if let Ok(stat) = std::fs::read_to_string("/proc/self/stat") {
-            // Fields after the command name (which may contain spaces) are space separated.
-            if let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) {
+            // Fields after the command name (which may contain spaces) are space separated;
+            // utime and stime are fields 14 and 15 of the whole line (11 and 12 here), in ticks
+            // of USER_HZ, which is 100 on every mainstream Linux architecture.
+            if let Some((_, rest)) = stat.rsplit_once(')') {
                 let fields: Vec<&str> = rest.split_whitespace().collect();
-                // utime and stime are fields 14 and 15 of the whole line (11, 12 here), in ticks.
                 let ticks = |i: usize| {
                     fields
                         .get(i)
                         .and_then(|v| v.parse::<f64>().ok())
                         .unwrap_or(0.0)
                 };
-                let cpu = (ticks(11) + ticks(12)) / clock_ticks_per_second();
                 // A gauge, because `metrics` counters are integers and CPU time is fractional;
                 // `rate()` works on it all the same, as it only ever grows.
-                metrics::gauge!("process_cpu_seconds_total").set(cpu);
-                let rss_pages = fields
-                    .get(21)
-                    .and_then(|v| v.parse::<f64>().ok())
-                    .unwrap_or(0.0);
-                metrics::gauge!("process_resident_memory_bytes").set(rss_pages * 4096.0);
-                let vsize = fields
-                    .get(20)
-                    .and_then(|v| v.parse::<f64>().ok())
-                    .unwrap_or(0.0);
-                metrics::gauge!("process_virtual_memory_bytes").set(vsize);
+                metrics::gauge!(PROCESS_CPU_SECONDS_TOTAL).set((ticks(11) + ticks(12)) / 100.0);
+            }
+        }
+        if let Ok(status) = std::fs::read_to_string("/proc/self/status") {
+            // In kB whatever the page size, unlike the page counts of /proc/self/stat.
+            let kib = |name: &str| {
+                status
+                    .lines()
+                    .find_map(|l| l.strip_prefix(name))
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+            };
+            if let Some(rss) = kib("VmRSS:") {
+                metrics::gauge!(PROCESS_RESIDENT_MEMORY_BYTES).set(rss * 1024.0);
+            }
+            if let Some(vsize) = kib("VmSize:") {
+                metrics::gauge!(PROCESS_VIRTUAL_MEMORY_BYTES).set(vsize * 1024.0);
             }
         }
         if let Ok(dir) = std::fs::read_dir("/proc/self/fd") {
-            metrics::gauge!("process_open_fds").set(dir.count() as f64);
+            metrics::gauge!(PROCESS_OPEN_FDS).set(dir.count() as f64);
         }
     }
 }
 
-#[cfg(target_os = "linux")]
-fn clock_ticks_per_second() -> f64 {
-    // USER_HZ is 100 on every mainstream Linux architecture.
-    100.0
+/// Creates the failure counters at zero at start: a counter born at its first increment makes
+/// that first failure invisible to `rate()` and `increase()`, so alerts would miss it.
+fn register_failure_counters() {
+    for kind in crate::domain::OrderStatus::ALL {
+        metrics::counter!(EMAILS_FAILED_TOTAL, "kind" => kind.as_str()).increment(0);
+        metrics::counter!(EMAILS_SENT_TOTAL, "kind" => kind.as_str()).increment(0);
+    }
+    for actor in ["auth", "inventory", "order", "mailer", "sqs_poller"] {
+        metrics::counter!(ACTOR_RESTARTS_TOTAL, "actor" => actor).increment(0);
+    }
+    for cache in ["order", "session", "login_throttle"] {
+        for operation in ["get", "set", "delete", "increment"] {
+            metrics::counter!(CACHE_ERRORS_TOTAL, "cache" => cache, "operation" => operation)
+                .increment(0);
+        }
+    }
+    for counter in [
+        ORDERS_CREATED_TOTAL,
+        ORDERS_COMPLETED_TOTAL,
+        ORDERS_FAILED_TOTAL,
+        ORDERS_CANCELLED_TOTAL,
+        QUEUE_MESSAGES_SENT_TOTAL,
+        QUEUE_MESSAGES_RECEIVED_TOTAL,
+        QUEUE_MESSAGES_DELETED_TOTAL,
+        QUEUE_MESSAGES_DEAD_LETTERED_TOTAL,
+        OUTBOX_RESENT_TOTAL,
+    ] {
+        metrics::counter!(counter).increment(0);
+    }
 }

@@ -88,7 +88,7 @@ impl LoginThrottle {
                 .await
                 .is_err()
             {
-                metrics::counter!(CACHE_ERRORS_TOTAL, "operation" => "delete").increment(1);
+                metrics::counter!(CACHE_ERRORS_TOTAL, "cache" => "login_throttle", "operation" => "delete").increment(1);
             }
         }
     }
@@ -97,7 +97,7 @@ impl LoginThrottle {
         match self.cache.get(key).await {
             Ok(v) => v.and_then(|v| v.parse().ok()).unwrap_or(0),
             Err(e) => {
-                metrics::counter!(CACHE_ERRORS_TOTAL, "operation" => "get").increment(1);
+                metrics::counter!(CACHE_ERRORS_TOTAL, "cache" => "login_throttle", "operation" => "get").increment(1);
                 tracing::warn!(error = %e, "login throttle could not read a counter; allowing");
                 0
             }
@@ -108,7 +108,7 @@ impl LoginThrottle {
         match self.cache.increment(key, window).await {
             Ok(n) => n,
             Err(e) => {
-                metrics::counter!(CACHE_ERRORS_TOTAL, "operation" => "increment").increment(1);
+                metrics::counter!(CACHE_ERRORS_TOTAL, "cache" => "login_throttle", "operation" => "increment").increment(1);
                 tracing::warn!(error = %e, "login throttle could not count; allowing");
                 0
             }

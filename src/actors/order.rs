@@ -106,10 +106,12 @@ impl OrderActor {
         let key = order_key(order.id);
         let json = serde_json::to_string(order).expect("orders serialise");
         if let Err(e) = self.cache.set(&key, &json, self.cache_ttl).await {
-            metrics::counter!(CACHE_ERRORS_TOTAL, "operation" => "set").increment(1);
+            metrics::counter!(CACHE_ERRORS_TOTAL, "cache" => "order", "operation" => "set")
+                .increment(1);
             tracing::warn!(error = %e, order_id = %order.id, "order cache write failed; invalidating");
             if self.cache.delete(&key).await.is_err() {
-                metrics::counter!(CACHE_ERRORS_TOTAL, "operation" => "delete").increment(1);
+                metrics::counter!(CACHE_ERRORS_TOTAL, "cache" => "order", "operation" => "delete")
+                    .increment(1);
             }
         }
     }
@@ -129,7 +131,8 @@ impl OrderActor {
             },
             Ok(None) => metrics::counter!(CACHE_MISSES_TOTAL, "cache" => "order").increment(1),
             Err(e) => {
-                metrics::counter!(CACHE_ERRORS_TOTAL, "operation" => "get").increment(1);
+                metrics::counter!(CACHE_ERRORS_TOTAL, "cache" => "order", "operation" => "get")
+                    .increment(1);
                 tracing::warn!(error = %e, "order cache read failed; reading the store");
             }
         }
@@ -143,7 +146,8 @@ impl OrderActor {
                 .await
                 .is_err()
             {
-                metrics::counter!(CACHE_ERRORS_TOTAL, "operation" => "set").increment(1);
+                metrics::counter!(CACHE_ERRORS_TOTAL, "cache" => "order", "operation" => "set")
+                    .increment(1);
             }
         }
         Ok(order)

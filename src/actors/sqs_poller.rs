@@ -146,11 +146,9 @@ async fn poll_once(
     settings: QueueSettings,
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), ()> {
-    let receive = backend_call(
-        "queue",
-        "receive",
-        queue.receive(MAX_BATCH, settings.wait_time, settings.visibility_timeout),
-    );
+    // Not timed like other backend calls: a long poll's duration is mostly waiting for work,
+    // which would drown the latency histogram. Its failures are counted below.
+    let receive = queue.receive(MAX_BATCH, settings.wait_time, settings.visibility_timeout);
     let messages = tokio::select! {
         received = receive => received,
         // A long poll that is only waiting is abandoned at shutdown; had it just received
@@ -160,6 +158,8 @@ async fn poll_once(
     let messages = match messages {
         Ok(m) => m,
         Err(e) => {
+            metrics::counter!(BACKEND_ERRORS_TOTAL, "backend" => "queue", "operation" => "receive")
+                .increment(1);
             tracing::warn!(error = %e, "queue receive failed; backing off");
             return Err(());
         }

@@ -1,6 +1,7 @@
 //! Outgoing email. The embedded mailer writes `.eml` files; the real one sends through SES.
 
 pub mod file;
+pub mod ses;
 
 use async_trait::async_trait;
 

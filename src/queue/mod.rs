@@ -3,6 +3,7 @@
 //! a receive count, dead letters after too many receives, deletion by receipt handle.
 
 pub mod sqlite;
+pub mod sqs;
 
 use std::time::Duration;
 

@@ -5,6 +5,7 @@
 //! decrements) and through order transitions that return stock, and every status change is a
 //! conditional update on the stored status.
 
+pub mod mongo;
 pub mod sqlite;
 
 use async_trait::async_trait;

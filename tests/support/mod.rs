@@ -24,9 +24,16 @@ pub fn backends_required() -> bool {
 /// Finds a server binary from its env var (set by `scripts/test`) or on PATH. `None` means the
 /// caller must skip: this has already printed why, or panicked under `REQUIRE_BACKENDS=1`.
 pub fn find_binary(env_var: &str, name: &str, install_hint: &str) -> Option<PathBuf> {
-    let candidate = std::env::var_os(env_var).map(PathBuf::from).filter(|p| p.is_file()).or_else(|| {
-        std::env::var_os("PATH").and_then(|paths| std::env::split_paths(&paths).map(|dir| dir.join(name)).find(|p| p.is_file()))
-    });
+    let candidate = std::env::var_os(env_var)
+        .map(PathBuf::from)
+        .filter(|p| p.is_file())
+        .or_else(|| {
+            std::env::var_os("PATH").and_then(|paths| {
+                std::env::split_paths(&paths)
+                    .map(|dir| dir.join(name))
+                    .find(|p| p.is_file())
+            })
+        });
     if candidate.is_none() {
         let message = format!("{name} not found (set {env_var} or put it on PATH; {install_hint})");
         if backends_required() {
@@ -39,13 +46,20 @@ pub fn find_binary(env_var: &str, name: &str, install_hint: &str) -> Option<Path
 
 /// A free TCP port on loopback (bound then released; the server binds it right after).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port").local_addr().expect("local addr").port()
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind an ephemeral port")
+        .local_addr()
+        .expect("local addr")
+        .port()
 }
 
 /// A fresh empty directory under the system temp dir, unique per process and call.
 pub fn temp_dir(label: &str) -> PathBuf {
     static COUNTER: AtomicU32 = AtomicU32::new(0);
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
     let dir = std::env::temp_dir().join(format!(
         "order-service-{label}-{}-{}-{nanos}",
         std::process::id(),
@@ -65,7 +79,10 @@ pub fn wait_for_port(port: u16, what: &str, child: &mut Child) {
         if let Ok(Some(status)) = child.try_wait() {
             panic!("{what} exited before listening: {status}");
         }
-        assert!(Instant::now() < deadline, "{what} did not listen on port {port} within 30 s");
+        assert!(
+            Instant::now() < deadline,
+            "{what} did not listen on port {port} within 30 s"
+        );
         std::thread::sleep(Duration::from_millis(25));
     }
 }
@@ -78,7 +95,10 @@ pub struct ServerProcess {
 
 impl ServerProcess {
     pub fn new(child: Child, data_dir: Option<&Path>) -> Self {
-        ServerProcess { child, data_dir: data_dir.map(Path::to_path_buf) }
+        ServerProcess {
+            child,
+            data_dir: data_dir.map(Path::to_path_buf),
+        }
     }
 
     /// Stops the server (SIGKILL), e.g. to test what happens when a backend goes away.

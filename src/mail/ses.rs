@@ -1,0 +1,135 @@
+//! The real mailer: AWS SES (or an emulator such as moto), used when `AWS_SES_SENDER_EMAIL` is
+//! set. The MailerActor retries a failed send with backoff, so a refusal here is an error, never
+//! swallowed.
+//!
+//! The email goes out through `SendRawEmail` with the very RFC 5322 message the embedded mailer
+//! writes to disk (`file::build_message`: text and HTML alternatives, the customer's name on
+//! `To`, "Order Service" on `From`). One builder for both backends means what a developer opens
+//! from `MAIL_DIR` is what a customer receives. (`SendEmail` would have SES assemble its own
+//! MIME instead; it would also make the text part unobservable in moto, which keeps only the
+//! HTML body of a `SendEmail`.)
+
+use async_trait::async_trait;
+use aws_config::timeout::TimeoutConfig;
+use aws_config::{BehaviorVersion, Region};
+use aws_sdk_ses::primitives::Blob;
+use aws_sdk_ses::types::RawMessage;
+use aws_sdk_ses::Client;
+use lettre::message::Mailbox;
+use std::time::Duration;
+
+use super::file::build_message;
+use super::{Mailer, OutgoingEmail};
+use crate::config::AwsConfig;
+use crate::domain::Email;
+use crate::error::BackendError;
+use crate::queue::sqs::{emulator_credentials, load_sdk_config, sdk_error};
+
+const BACKEND: &str = "mailer";
+
+/// The display name on `From`, as the service we replace used.
+pub const SENDER_NAME: &str = "Order Service";
+
+/// A send is one small request; anything slower than this is better retried by the actor.
+fn ses_timeouts() -> TimeoutConfig {
+    TimeoutConfig::builder()
+        .connect_timeout(Duration::from_secs(3))
+        .operation_timeout(Duration::from_secs(15))
+        .build()
+}
+
+/// The SES [`Mailer`].
+#[derive(Debug)]
+pub struct SesMailer {
+    client: Client,
+    /// The verified sender: the envelope source (bounces go there).
+    sender: Email,
+    /// `"Order Service" <sender>`, the `From` header.
+    from: Mailbox,
+}
+
+impl SesMailer {
+    /// The service's constructor: AWS configuration from the standard sources, with
+    /// `AWS_ENDPOINT_URL_SES` honoured by the SDK. Does no network call; `ping` tells whether
+    /// SES answers.
+    pub async fn new(sender: Email, aws: &AwsConfig) -> Result<SesMailer, BackendError> {
+        let sdk = load_sdk_config(aws, ses_timeouts()).await;
+        SesMailer::from_client(Client::new(&sdk), sender)
+    }
+
+    /// A mailer on an explicit endpoint (e.g. moto) with placeholder credentials, without reading
+    /// the environment, so parallel tests need not mutate it.
+    pub fn with_endpoint(
+        sender: Email,
+        endpoint: &str,
+        region: &str,
+    ) -> Result<SesMailer, BackendError> {
+        SesMailer::from_client(client_for_endpoint(endpoint, region), sender)
+    }
+
+    pub fn from_client(client: Client, sender: Email) -> Result<SesMailer, BackendError> {
+        let address = sender
+            .as_str()
+            .parse()
+            .map_err(|e| BackendError::other(BACKEND, format!("sender address: {e}")))?;
+        Ok(SesMailer {
+            client,
+            from: Mailbox::new(Some(SENDER_NAME.to_string()), address),
+            sender,
+        })
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+}
+
+/// An SES client for an explicit endpoint, without reading the environment (tests, tools).
+pub fn client_for_endpoint(endpoint: &str, region: &str) -> Client {
+    let config = aws_sdk_ses::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .endpoint_url(endpoint)
+        .region(Region::new(region.to_string()))
+        .credentials_provider(emulator_credentials())
+        .timeout_config(ses_timeouts())
+        .build();
+    Client::from_conf(config)
+}
+
+#[async_trait]
+impl Mailer for SesMailer {
+    async fn ping(&self) -> Result<(), BackendError> {
+        // Cheap, and proves the endpoint, the credentials and the region all at once.
+        self.client
+            .get_send_quota()
+            .send()
+            .await
+            .map_err(|e| sdk_error(BACKEND, "GetSendQuota", e))?;
+        Ok(())
+    }
+
+    async fn send(&self, email: &OutgoingEmail) -> Result<(), BackendError> {
+        let message = build_message(&self.from, email)?.formatted();
+        let raw = RawMessage::builder()
+            .data(Blob::new(message))
+            .build()
+            .map_err(|e| BackendError::other(BACKEND, e))?;
+        // No `Destinations`: SES takes the recipients from the `To` header, the one place they
+        // are written.
+        let output = self
+            .client
+            .send_raw_email()
+            .source(self.sender.as_str())
+            .raw_message(raw)
+            .send()
+            .await
+            .map_err(|e| sdk_error(BACKEND, "SendRawEmail", e))?;
+        tracing::info!(
+            reference = %email.reference,
+            ses_message_id = output.message_id(),
+            subject = %email.subject,
+            "email sent through SES"
+        );
+        Ok(())
+    }
+}
