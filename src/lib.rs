@@ -5,6 +5,7 @@
 pub mod actors;
 pub mod app;
 pub mod authenticator;
+pub mod aws;
 pub mod backends;
 pub mod cache;
 pub mod config;

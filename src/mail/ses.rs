@@ -20,10 +20,10 @@ use std::time::Duration;
 
 use super::file::build_message;
 use super::{Mailer, OutgoingEmail};
+use crate::aws::{emulator_credentials, load_sdk_config, sdk_error};
 use crate::config::AwsConfig;
 use crate::domain::Email;
 use crate::error::BackendError;
-use crate::queue::sqs::{emulator_credentials, load_sdk_config, sdk_error};
 
 const BACKEND: &str = "mailer";
 

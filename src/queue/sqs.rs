@@ -14,11 +14,9 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use aws_config::meta::region::RegionProviderChain;
 use aws_config::timeout::TimeoutConfig;
-use aws_config::{BehaviorVersion, Region, SdkConfig};
-use aws_sdk_sqs::config::Credentials;
-use aws_sdk_sqs::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_config::{BehaviorVersion, Region};
+use aws_sdk_sqs::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_sqs::types::{
     DeleteMessageBatchRequestEntry, MessageSystemAttributeName, QueueAttributeName,
     SendMessageBatchRequestEntry,
@@ -26,6 +24,7 @@ use aws_sdk_sqs::types::{
 use aws_sdk_sqs::Client;
 
 use super::{Queue, QueueDepth, QueueResult, ReceivedMessage, MAX_BATCH};
+use crate::aws::{emulator_credentials, load_sdk_config, sdk_error};
 use crate::config::AwsConfig;
 use crate::error::BackendError;
 
@@ -45,27 +44,6 @@ pub fn sqs_timeouts() -> TimeoutConfig {
         .build()
 }
 
-/// Loads the shared AWS configuration from the standard sources. `aws.region` wins over the
-/// environment's region (they are the same variable today, but `Config` may get it elsewhere);
-/// without any region we fall back to `us-east-1`, as the service we replace did, rather than
-/// failing every call. Credentials are left to the SDK's default chain, which also reads
-/// `AWS_SESSION_TOKEN` and instance roles: the config's copies of the keys would lose those.
-pub async fn load_sdk_config(aws: &AwsConfig, timeouts: TimeoutConfig) -> SdkConfig {
-    let region = RegionProviderChain::first_try(aws.region.clone().map(Region::new))
-        .or_default_provider()
-        .or_else(Region::from_static("us-east-1"));
-    aws_config::defaults(BehaviorVersion::latest())
-        .region(region)
-        .timeout_config(timeouts)
-        .load()
-        .await
-}
-
-/// Static placeholder credentials for local emulators (moto, LocalStack), which check none.
-pub fn emulator_credentials() -> Credentials {
-    Credentials::new("test", "test", None, None, "local-emulator")
-}
-
 /// An SQS client for an explicit endpoint, without reading the environment: for tests and
 /// tools that talk to a local emulator.
 pub fn client_for_endpoint(endpoint: &str, region: &str) -> Client {
@@ -77,34 +55,6 @@ pub fn client_for_endpoint(endpoint: &str, region: &str) -> Client {
         .timeout_config(sqs_timeouts())
         .build();
     Client::from_conf(config)
-}
-
-/// Maps an SDK error: no answer (dispatch, timeout, broken response, a 5xx or throttling) is
-/// `Unavailable`, worth a retry; a refusal by the service is `Other`. The text comes from
-/// `DisplayErrorContext`, which walks the whole cause chain; it never holds credentials.
-pub fn sdk_error<E>(backend: &'static str, operation: &str, e: SdkError<E>) -> BackendError
-where
-    E: std::error::Error + ProvideErrorMetadata + Send + Sync + 'static,
-{
-    let transient = match &e {
-        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
-            true
-        }
-        SdkError::ServiceError(service) => {
-            service.raw().status().is_server_error()
-                || matches!(
-                    service.err().code(),
-                    Some("ThrottlingException" | "Throttling" | "RequestThrottled")
-                )
-        }
-        _ => false,
-    };
-    let detail = format!("{operation}: {}", DisplayErrorContext(&e));
-    if transient {
-        BackendError::unavailable(backend, detail)
-    } else {
-        BackendError::other(backend, detail)
-    }
 }
 
 fn queue_error<E>(operation: &str) -> impl FnOnce(SdkError<E>) -> BackendError + '_

@@ -1,0 +1,60 @@
+//! What the SQS queue and the SES mailer share: loading the AWS configuration from the SDK's
+//! standard sources, credentials for local emulators, and the mapping of SDK errors.
+
+use aws_config::meta::region::RegionProviderChain;
+use aws_config::timeout::TimeoutConfig;
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_sdk_sqs::config::Credentials;
+use aws_sdk_sqs::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+
+use crate::config::AwsConfig;
+use crate::error::BackendError;
+
+/// Loads the shared AWS configuration from the standard sources. `aws.region` wins over the
+/// environment's region (they are the same variable today, but `Config` may get it elsewhere);
+/// without any region we fall back to `us-east-1`, as the service we replace did, rather than
+/// failing every call. Credentials are left to the SDK's default chain, which also reads
+/// `AWS_SESSION_TOKEN` and instance roles: the config's copies of the keys would lose those.
+pub async fn load_sdk_config(aws: &AwsConfig, timeouts: TimeoutConfig) -> SdkConfig {
+    let region = RegionProviderChain::first_try(aws.region.clone().map(Region::new))
+        .or_default_provider()
+        .or_else(Region::from_static("us-east-1"));
+    aws_config::defaults(BehaviorVersion::latest())
+        .region(region)
+        .timeout_config(timeouts)
+        .load()
+        .await
+}
+
+/// Static placeholder credentials for local emulators (moto, LocalStack), which check none.
+pub fn emulator_credentials() -> Credentials {
+    Credentials::new("test", "test", None, None, "local-emulator")
+}
+
+/// Maps an SDK error: no answer (dispatch, timeout, broken response, a 5xx or throttling) is
+/// `Unavailable`, worth a retry; a refusal by the service is `Other`. The text comes from
+/// `DisplayErrorContext`, which walks the whole cause chain; it never holds credentials.
+pub fn sdk_error<E>(backend: &'static str, operation: &str, e: SdkError<E>) -> BackendError
+where
+    E: std::error::Error + ProvideErrorMetadata + Send + Sync + 'static,
+{
+    let transient = match &e {
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
+            true
+        }
+        SdkError::ServiceError(service) => {
+            service.raw().status().is_server_error()
+                || matches!(
+                    service.err().code(),
+                    Some("ThrottlingException" | "Throttling" | "RequestThrottled")
+                )
+        }
+        _ => false,
+    };
+    let detail = format!("{operation}: {}", DisplayErrorContext(&e));
+    if transient {
+        BackendError::unavailable(backend, detail)
+    } else {
+        BackendError::other(backend, detail)
+    }
+}
