@@ -1,7 +1,7 @@
 //! Demo data: an admin, a user, a small catalogue with stock and a few past orders. Every
 //! record has a fixed id (or a unique email), so seeding twice changes nothing.
 
-use chrono::{Duration, Utc};
+use chrono::Duration;
 
 use crate::actors::auth::hash_password;
 use crate::domain::{
@@ -78,7 +78,7 @@ impl SeedReport {
 
 pub async fn seed(store: &dyn Store) -> Result<SeedReport, BackendError> {
     let mut report = SeedReport::default();
-    let now = Utc::now();
+    let now = crate::domain::now();
     let admin_id = Id::fixed(1);
     let user_id = Id::fixed(2);
     for (id, email, password, name, role) in [

@@ -23,6 +23,17 @@ async fn register_login_me_and_duplicate_email() {
         "createdAt {created} is not now"
     );
 
+    // expiresIn is in seconds: it matches the access token's own lifetime.
+    let claims = jwt_claims(&reg.access);
+    if let Some(exp) = claims["exp"].as_i64() {
+        let expires_in = reg.body["expiresIn"].as_i64().unwrap();
+        let left = exp - chrono::Utc::now().timestamp();
+        assert!(
+            (left - expires_in).abs() <= 60,
+            "expiresIn {expires_in} s but the token expires in {left} s"
+        );
+    }
+
     // /me answers the same user object.
     let r = srv.me(&reg.access).await;
     r.assert_status(200);
@@ -154,7 +165,8 @@ async fn refresh_rotates_and_spends_the_token() {
     );
     srv.me(&second.access).await.assert_status(200);
 
-    // The presented token is spent.
+    // The presented token is spent. (What a reuse does to the rest of that session is the
+    // service's choice; this test does not use that session again.)
     let r = srv
         .post(
             "/api/auth/refresh",
@@ -164,41 +176,58 @@ async fn refresh_rotates_and_spends_the_token() {
         .await;
     assert_problem(&r, 401, "unauthorized");
 
-    // The new one works once.
-    let r = srv
-        .post(
-            "/api/auth/refresh",
-            None,
-            &json!({"refreshToken": second.refresh}),
-        )
-        .await;
-    r.assert_status(200);
-    let third = TestServer::parse_auth(&r, &user.email, &user.password);
-    let r = srv
-        .post(
-            "/api/auth/refresh",
-            None,
-            &json!({"refreshToken": second.refresh}),
-        )
-        .await;
-    assert_problem(&r, 401, "unauthorized");
-
-    // An access token is not a refresh token, nor is garbage.
-    for bad in [third.access.as_str(), "garbage", "a.b.c"] {
+    // Another session: an access token is not a refresh token, nor is garbage, and those
+    // refused attempts do not spend the session's real refresh token.
+    let other = srv.login(&user.email, &user.password).await;
+    for bad in [
+        other.access.as_str(),
+        second.access.as_str(),
+        "garbage",
+        "a.b.c",
+        "",
+    ] {
         let r = srv
             .post("/api/auth/refresh", None, &json!({"refreshToken": bad}))
             .await;
-        assert_problem(&r, 401, "unauthorized");
+        if bad.is_empty() {
+            // An empty token may be refused as invalid input or as a bad token.
+            assert!(
+                r.status == 400 || r.status == 401,
+                "empty refresh token: {}",
+                r.ctx()
+            );
+        } else {
+            assert_problem(&r, 401, "unauthorized");
+        }
     }
-    // A failed attempt with an access token did not spend the real refresh token.
     let r = srv
         .post(
             "/api/auth/refresh",
             None,
-            &json!({"refreshToken": third.refresh}),
+            &json!({"refreshToken": other.refresh}),
         )
         .await;
     r.assert_status(200);
+    let next = TestServer::parse_auth(&r, &user.email, &user.password);
+    // Each new refresh token works exactly once.
+    let r = srv
+        .post(
+            "/api/auth/refresh",
+            None,
+            &json!({"refreshToken": next.refresh}),
+        )
+        .await;
+    r.assert_status(200);
+    let last = TestServer::parse_auth(&r, &user.email, &user.password);
+    srv.me(&last.access).await.assert_status(200);
+    let r = srv
+        .post(
+            "/api/auth/refresh",
+            None,
+            &json!({"refreshToken": next.refresh}),
+        )
+        .await;
+    assert_problem(&r, 401, "unauthorized");
 
     // Missing field: a client mistake.
     let r = srv.post("/api/auth/refresh", None, &json!({})).await;
@@ -271,6 +300,13 @@ fn assert_bearer_challenge(r: &Resp) {
         "WWW-Authenticate is {challenge:?}: {}",
         r.ctx()
     );
+}
+
+fn jwt_claims(token: &str) -> Value {
+    let parts: Vec<&str> = token.split('.').collect();
+    assert_eq!(parts.len(), 3, "access token is not a JWT: {token}");
+    serde_json::from_slice(&base64_decode(parts[1], true).expect("JWT payload base64url"))
+        .expect("JWT payload JSON")
 }
 
 /// Re-encodes a JWT with a modified payload but the original signature.

@@ -9,6 +9,12 @@ use serde_json::json;
 #[tokio::test]
 async fn health_and_readiness() {
     let srv = TestServer::serve().await;
+    assert_eq!(
+        srv.output().matches(LISTEN_PREFIX).count(),
+        1,
+        "the listening line must be printed exactly once:\n{}",
+        srv.output()
+    );
 
     let r = srv.get("/health", None).await;
     r.assert_status(200);

@@ -264,6 +264,12 @@ async fn full_flow() {
     let other = srv.login(SEED_USER_EMAIL, SEED_USER_PASSWORD).await;
     let theirs = list_orders(&srv, &other, "?limit=100").await;
     assert!(!order_ids(&theirs).contains(&order_id));
+    // The admin's own list is the admin's orders only, too.
+    let admins = list_orders(&srv, &admin, "?limit=100").await;
+    assert!(
+        !order_ids(&admins).contains(&order_id),
+        "GET /api/orders lists another user's order for the admin"
+    );
 
     // An order that stays pending: API-only server (no worker), then cancel it.
     let api = TestServer::api().await;

@@ -10,7 +10,6 @@ use argon2::password_hash::{
     rand_core::OsRng, PasswordHash, PasswordHasher as _, PasswordVerifier, SaltString,
 };
 use argon2::{Algorithm, Argon2, Params, Version};
-use chrono::Utc;
 
 use super::{ask, count_restart, guarded, MAILBOX_CAPACITY};
 use crate::authenticator::Authenticator;
@@ -120,7 +119,7 @@ impl Supervised for AuthActor {
 impl AuthActor {
     /// Opens a session (one login's refresh-token family) and issues its first token pair.
     async fn open_session(&self, user: User) -> Result<Authenticated, AppError> {
-        let now = Utc::now();
+        let now = crate::domain::now();
         let session = Session {
             id: Id::new(),
             user_id: user.id,
@@ -168,7 +167,7 @@ impl Handler<Register> for AuthActor {
                 name: msg.name,
                 role: Role::User,
                 password_hash,
-                created_at: Utc::now(),
+                created_at: crate::domain::now(),
             };
             match backend_call("store", "insert_user", this.store.insert_user(&user)).await {
                 Ok(()) => {}
@@ -251,7 +250,7 @@ impl Handler<Refresh> for AuthActor {
             else {
                 return Err(refused("invalid"));
             };
-            let now = Utc::now();
+            let now = crate::domain::now();
             let next_jti = new_token_id();
             let expires_at = now + this.tokens.refresh_ttl();
             let outcome = backend_call(

@@ -5,7 +5,6 @@
 use std::sync::Arc;
 
 use actix::prelude::*;
-use chrono::Utc;
 
 use super::{count_restart, guarded, MAILBOX_CAPACITY};
 use crate::domain::{Id, Page};
@@ -65,7 +64,7 @@ impl Handler<CreateProduct> for InventoryActor {
             let product = backend_call(
                 "store",
                 "insert_product",
-                store.insert_product(&msg.product, Id::new(), Utc::now()),
+                store.insert_product(&msg.product, Id::new(), crate::domain::now()),
             )
             .await?;
             tracing::info!(product_id = %product.id, "product created");
@@ -82,7 +81,7 @@ impl Handler<UpdateProduct> for InventoryActor {
             let product = backend_call(
                 "store",
                 "update_product",
-                store.update_product(msg.id, &msg.patch, Utc::now()),
+                store.update_product(msg.id, &msg.patch, crate::domain::now()),
             )
             .await?
             .ok_or(AppError::NotFound("product"))?;

@@ -12,7 +12,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
-use chrono::Utc;
 use tracing::Instrument;
 
 use super::inventory::{self, InventoryActor};
@@ -176,7 +175,7 @@ impl OrderActor {
             "store",
             "transition_order",
             self.store
-                .transition_order(order_id, from, to, reason, Utc::now()),
+                .transition_order(order_id, from, to, reason, crate::domain::now()),
         )
         .await?;
         if let TransitionOutcome::Moved(order) = &outcome {
@@ -252,7 +251,7 @@ impl OrderActor {
         key: IdempotencyKey,
     ) -> Result<PlacedOrder, AppError> {
         let user_id = msg.principal.user_id;
-        let now = Utc::now();
+        let now = crate::domain::now();
         let proposed = IdempotentOrder {
             order_id: Id::new(),
             first_seen_ms: now.timestamp_millis(),
@@ -324,7 +323,7 @@ impl OrderActor {
             items,
             msg.shipping_address,
             msg.payment_method,
-            Utc::now(),
+            crate::domain::now(),
         );
         order.id = order_id;
         if let Err(e) = backend_call("store", "insert_order", self.store.insert_order(&order)).await
@@ -374,7 +373,8 @@ impl OrderActor {
     /// The outbox: orders stored but never confirmed on the queue are sent now. A message sent
     /// twice is harmless, since processing is idempotent.
     async fn resend_unqueued(&self) -> Result<(), AppError> {
-        let before = Utc::now() - chrono::Duration::from_std(OUTBOX_GRACE).expect("small duration");
+        let before = crate::domain::now()
+            - chrono::Duration::from_std(OUTBOX_GRACE).expect("small duration");
         let ids = self.store.unenqueued_orders(before, 100).await?;
         for id in ids {
             self.enqueue(id, None).await?;

@@ -20,6 +20,14 @@ pub use page::{Page, PageRequest};
 pub use product::{NewProduct, Product, ProductPatch};
 pub use user::{Role, User};
 
+/// The service's clock: UTC, truncated to the millisecond, which is the precision MongoDB keeps.
+/// Every time the service records comes from here, so a time reads back exactly as it was
+/// answered whatever the store.
+pub fn now() -> chrono::DateTime<chrono::Utc> {
+    use chrono::SubsecRound;
+    chrono::Utc::now().trunc_subsecs(3)
+}
+
 /// One input field that failed to parse, reported back to the client as is.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct FieldError {

@@ -11,11 +11,11 @@
 //!   reserve at once. Lines are taken in product-id order, so concurrent reservations of the
 //!   same products queue on the first one rather than each holding what another needs. When a
 //!   line can not be taken, the lines already taken are given back (compensation) and the
-//!   outcome is decided from a fresh read. That read may find enough
-//!   stock everywhere, because another reservation was holding units it then gave back: the
-//!   reservation is retried a few times before it answers `Insufficient`. While a reservation
-//!   is in flight, other readers can see stock it will give back; that is the price of having
-//!   no transaction, and it only ever makes stock look lower, never higher.
+//!   outcome is decided from a fresh read. That read may find enough stock everywhere, because
+//!   another reservation was holding units it then gave back: the reservation is then retried
+//!   a few times before it answers `Insufficient`. While a reservation is in flight, others
+//!   can see the stock it holds as gone and be refused; that is the price of having no
+//!   transaction, and it only ever makes stock look lower, never higher.
 //! - **Status changes are conditional updates on the stored status**, so only one caller wins a
 //!   transition; the loser reads the order back and is refused.
 //! - **Stock returned by failed and cancelled orders** goes back through a per-line claim on the
@@ -459,9 +459,78 @@ pub struct MongoStore {
     /// False when the server refused TTL indexes: expired records are then purged by the code.
     ttl_indexes: bool,
     /// Present on servers whose updates are not atomic (FerretDB 1.x, see the module comment):
-    /// this process then sends one write at a time, which makes it correct on its own. Several
-    /// processes sharing such a server can still lose updates; that is logged at connect.
-    write_lock: Option<Arc<tokio::sync::Mutex<()>>>,
+    /// every write then runs alone among all the processes sharing the database.
+    write_lock: Option<Arc<SharedWriteLock>>,
+}
+
+/// A write lock shared by every process using one database, for servers whose updates are not
+/// atomic. Mutual exclusion comes from the one thing such servers do apply atomically: an
+/// insert refused by the unique `_id` (here, of the single lock document). A holder that dies
+/// leaves the lock to expire after `LEASE`, when another process removes it. The removal and
+/// the release are filtered deletes, which such a server may apply to a newer lock if the
+/// lease ran out in between: that needs a write to take longer than `LEASE`, and the
+/// consequence is one unserialised write. Within a process, a local mutex queues writers first
+/// so they do not all poll the database.
+struct SharedWriteLock {
+    local: tokio::sync::Mutex<()>,
+    locks: Collection<Document>,
+}
+
+const LOCK_ID: &str = "writes";
+const LEASE: TimeDelta = TimeDelta::seconds(10);
+/// If the lock can not be had for this long, the write goes ahead unserialised (and says so)
+/// rather than the service stalling on a wedged lock.
+const LOCK_PATIENCE: Duration = Duration::from_secs(15);
+
+impl SharedWriteLock {
+    fn new(locks: Collection<Document>) -> Self {
+        SharedWriteLock {
+            local: tokio::sync::Mutex::new(()),
+            locks,
+        }
+    }
+
+    /// Returns a token naming this holder, or an error when the lock could not be had (the
+    /// write then proceeds anyway, see `LOCK_PATIENCE`).
+    async fn acquire(&self) -> Result<(tokio::sync::MutexGuard<'_, ()>, String), ()> {
+        let local = self.local.lock().await;
+        let owner = hex::encode(rand::random::<[u8; 12]>());
+        let deadline = tokio::time::Instant::now() + LOCK_PATIENCE;
+        let mut pause = Duration::from_micros(500);
+        loop {
+            let now = Utc::now();
+            let lock = doc! { "_id": LOCK_ID, "owner": &owner, "expiresAt": bson::DateTime::from_millis((now + LEASE).timestamp_millis()) };
+            match self.locks.insert_one(lock).await.map_err(db_error) {
+                Ok(_) => return Ok((local, owner)),
+                Err(BackendError::Duplicate) => {
+                    // Held by another process; clear it only if its holder is long gone.
+                    let expired = doc! { "_id": LOCK_ID, "expiresAt": { "$lt": bson::DateTime::from_millis(now.timestamp_millis()) } };
+                    let _ = self.locks.delete_one(expired).await;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "write lock unavailable; writing without it");
+                    return Err(());
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                tracing::error!("write lock held too long; writing without it");
+                return Err(());
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(20));
+        }
+    }
+
+    async fn release(&self, (local, owner): (tokio::sync::MutexGuard<'_, ()>, String)) {
+        if let Err(e) = self
+            .locks
+            .delete_one(doc! { "_id": LOCK_ID, "owner": owner })
+            .await
+        {
+            tracing::warn!(error = %db_error(e), "could not release the write lock; it expires by itself");
+        }
+        drop(local);
+    }
 }
 
 impl std::fmt::Debug for MongoStore {
@@ -522,12 +591,11 @@ impl MongoStore {
                 tracing::warn!(
                     server = %version,
                     "this server does not apply updates atomically (FerretDB issue #3040): \
-                     this process sends its writes one at a time, but several processes \
-                     sharing it can oversell stock and move an order twice; use MongoDB in \
-                     production"
+                     writes are serialised across processes with a lock document, which is \
+                     correct but slow; use MongoDB in production"
                 );
             }
-            store.write_lock = Some(Arc::new(tokio::sync::Mutex::new(())));
+            store.write_lock = Some(Arc::new(SharedWriteLock::new(store.db.collection("locks"))));
         }
         store.ttl_indexes = store.create_indexes().await?;
         Ok(store)
@@ -563,11 +631,17 @@ impl MongoStore {
     /// Runs one write; alone among this process's writes when the server needs that (see
     /// `write_lock`). Reads never wait: they only see whole committed documents.
     async fn write<F: IntoFuture>(&self, op: F) -> F::Output {
-        let _alone = match &self.write_lock {
-            Some(lock) => Some(lock.lock().await),
-            None => None,
-        };
-        op.await
+        match &self.write_lock {
+            None => op.await,
+            Some(lock) => {
+                let held = lock.acquire().await;
+                let out = op.await;
+                if let Ok(token) = held {
+                    lock.release(token).await;
+                }
+                out
+            }
+        }
     }
 
     /// Creates every index (a no-op for those that exist). Returns whether the server accepted
@@ -677,8 +751,10 @@ impl MongoStore {
             },
         };
         if !TTL_WARNED.swap(true, Ordering::Relaxed) {
+            // The driver's message ends with the raw server reply; the first clause says it all.
+            let reason = refused.split(", labels").next().unwrap_or(&refused);
             tracing::warn!(
-                error = %refused,
+                error = %reason,
                 "the database refused TTL indexes; expired sessions and idempotency records \
                  are ignored and purged by the service instead"
             );
@@ -785,8 +861,9 @@ impl MongoStore {
     /// carries the bookkeeping: the transition that moved it set `stockReturned: false` in the
     /// same conditional update as the status (so the intent can not be lost), and each product
     /// is then *claimed* on the order (`$addToSet returnedProducts: pid`, guarded by
-    /// `returnedProducts: {$ne: pid}`) before its `$inc`. The claim is atomic on one document,
-    /// so only one caller ever gives a product's quantity back. If the `$inc` is refused by the
+    /// `returnedProducts: {$ne: pid}` so that the outcome does not hang on how a server counts
+    /// a no-op `$addToSet`) before its `$inc`. The claim is atomic on one document, so only one
+    /// caller ever gives a product's quantity back. If the `$inc` is refused by the
     /// server, the claim is withdrawn so that a later attempt can do it.
     ///
     /// The crash window, named honestly: if the process dies (or loses the connection) after a
@@ -1247,6 +1324,9 @@ impl Store for MongoStore {
         match moved {
             Some(doc) => {
                 if to.returns_stock() {
+                    // On error the order has moved but its stock is not all back: the caller
+                    // sees the error (the step it asked for is unfinished), and its retry,
+                    // refused below, or the repair at start finishes the return.
                     self.return_order_stock(&doc).await?;
                 }
                 Ok(TransitionOutcome::Moved(order_from_doc(doc)?))

@@ -1,6 +1,7 @@
 //! Black-box harness: every test spawns the real `order-service` binary on a random port with its
 //! own fresh data directory and talks to it over HTTP only. Nothing here links to the service's
-//! code, so the same suite can later run against the real backends through `backend_env()`.
+//! code, so the same suite runs against the embedded backends or, with `TEST_BACKENDS=real`, against
+//! real FerretDB, redis-server and moto servers (see `RealBackends`).
 #![allow(dead_code)]
 
 use std::collections::BTreeSet;
@@ -29,28 +30,116 @@ pub const SEED_USER_EMAIL: &str = "user@example.com";
 pub const SEED_USER_PASSWORD: &str = "user123";
 
 /// Variables that point the service at real backends. They are removed from the inherited
-/// environment unless `backend_env()` sets them on purpose.
+/// environment unless `RealBackends::env` sets them on purpose.
 const BACKEND_VARS: [&str; 4] = [
     "MONGODB_URI",
     "REDIS_HOST",
     "AWS_SQS_QUEUE_URL",
     "AWS_SES_SENDER_EMAIL",
 ];
-/// Variables the harness owns: never inherited from the developer's shell.
-const OWNED_VARS: [&str; 8] = [
+/// Variables the harness owns or that change the service's defaults: never inherited from the
+/// developer's shell, so the suite tests the documented defaults.
+const OWNED_VARS: [&str; 20] = [
     "DATA_DIR",
     "MAIL_DIR",
     "PORT",
     "HOST",
     "NODE_ENV",
+    "APP_ENV",
     "JWT_SECRET",
     "JWT_REFRESH_SECRET",
+    "JWT_EXPIRATION",
+    "JWT_REFRESH_EXPIRATION",
     "RUST_LOG",
+    "LOG_FORMAT",
+    "BODY_LIMIT_BYTES",
+    "METRICS_PORT",
+    "QUEUE_VISIBILITY_TIMEOUT",
+    "QUEUE_WAIT_TIME",
+    "SHUTDOWN_TIMEOUT",
+    "WORKER_CONCURRENCY",
+    "REDIS_PORT",
+    "REDIS_CACHE_EXPIRATION",
 ];
 
-/// Extra environment for running the suite against real backends (a later issue fills it).
-pub fn backend_env() -> Vec<(String, String)> {
-    Vec::new()
+#[path = "../support/mod.rs"]
+pub mod support;
+
+/// True when the suite runs against the real backends: `TEST_BACKENDS=real` (set by
+/// `scripts/test` for its second pass). Every server environment then gets its own FerretDB,
+/// redis-server and moto (SQS and SES), so the same tests prove both backend sets.
+pub fn real_backends() -> bool {
+    std::env::var("TEST_BACKENDS").is_ok_and(|v| v == "real")
+}
+
+/// The SES sender the real-backend environments verify and configure.
+pub const SES_SENDER: &str = "orders@example.com";
+/// Receives before SQS dead-letters a message; the service is told the same.
+pub const MAX_RECEIVES: u32 = 5;
+
+/// One set of real backend servers, private to a server environment (and its restarts).
+pub struct RealBackends {
+    pub ferretdb: support::ferretdb::FerretDb,
+    pub redis: support::redis::RedisServer,
+    pub moto: support::moto::Moto,
+    pub database: String,
+    pub queue_url: String,
+}
+
+impl std::fmt::Debug for RealBackends {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RealBackends")
+            .field("ferretdb_port", &self.ferretdb.port)
+            .field("redis_port", &self.redis.port)
+            .field("moto_port", &self.moto.port)
+            .field("database", &self.database)
+            .finish()
+    }
+}
+
+impl RealBackends {
+    /// Starts the three servers, creates the queue with its dead-letter queue and verifies the
+    /// sender. Runs its async setup on a private runtime thread, so it can be called anywhere.
+    pub fn start() -> RealBackends {
+        std::thread::spawn(|| {
+            let missing =
+                "TEST_BACKENDS=real needs FerretDB, redis-server and moto (run scripts/test)";
+            let ferretdb = support::ferretdb::start().expect(missing);
+            let redis = support::redis::start().expect(missing);
+            let moto = support::moto::start().expect(missing);
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            let (queue_url, _dlq) = runtime.block_on(async {
+                moto.verify_sender(SES_SENDER).await;
+                moto.create_queue("orders", MAX_RECEIVES).await
+            });
+            RealBackends {
+                ferretdb,
+                redis,
+                moto,
+                database: unique("orders"),
+                queue_url,
+            }
+        })
+        .join()
+        .expect("start the real backends")
+    }
+
+    /// The service's environment for these servers, with the `.env` names of the old service.
+    pub fn env(&self) -> Vec<(String, String)> {
+        let mut env = vec![
+            ("MONGODB_URI".to_string(), self.ferretdb.uri(&self.database)),
+            ("REDIS_HOST".to_string(), self.redis.host().to_string()),
+            ("REDIS_PORT".to_string(), self.redis.port().to_string()),
+            ("AWS_SQS_QUEUE_URL".to_string(), self.queue_url.clone()),
+            ("AWS_SES_SENDER_EMAIL".to_string(), SES_SENDER.to_string()),
+            ("QUEUE_MAX_RECEIVES".to_string(), MAX_RECEIVES.to_string()),
+        ];
+        env.extend(self.moto.env());
+        env
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -181,6 +270,8 @@ pub struct ServerEnv {
     pub data_dir: PathBuf,
     pub jwt_secret: String,
     pub jwt_refresh_secret: String,
+    /// The real backends of this environment, when the suite runs against them.
+    pub real: Option<Arc<RealBackends>>,
 }
 
 impl ServerEnv {
@@ -189,6 +280,7 @@ impl ServerEnv {
             data_dir: fresh_data_dir(),
             jwt_secret: random_string(48),
             jwt_refresh_secret: random_string(48),
+            real: real_backends().then(|| Arc::new(RealBackends::start())),
         }
     }
 
@@ -210,7 +302,7 @@ impl ServerEnv {
             .env("JWT_SECRET", &self.jwt_secret)
             .env("JWT_REFRESH_SECRET", &self.jwt_refresh_secret)
             .env("RUST_LOG", "info");
-        for (k, v) in backend_env() {
+        for (k, v) in self.real.iter().flat_map(|real| real.env()) {
             cmd.env(k, v);
         }
         cmd
@@ -338,6 +430,16 @@ impl Resp {
         assert_eq!(self.status, status, "unexpected status: {}", self.ctx());
         self
     }
+}
+
+/// Asserts a success answer is `application/json`.
+pub fn assert_json_ct(r: &Resp) {
+    assert!(
+        r.content_type().starts_with("application/json"),
+        "content-type {:?}: {}",
+        r.content_type(),
+        r.ctx()
+    );
 }
 
 /// Asserts an RFC 9457 problem response with the given status and `code`; returns the body.
@@ -639,6 +741,7 @@ impl TestServer {
 
     /// Checks the register/login/refresh answer shape and returns it as `Auth`.
     pub fn parse_auth(r: &Resp, email: &str, password: &str) -> Auth {
+        assert_json_ct(r);
         let body = r.json();
         assert_eq!(
             object_keys(&body),
@@ -771,6 +874,7 @@ impl TestServer {
     pub async fn get_product(&self, id: &str) -> Value {
         let r = self.get(&format!("/api/products/{id}"), None).await;
         r.assert_status(200);
+        assert_json_ct(&r);
         let p = r.json();
         assert_product(&p);
         p
@@ -790,6 +894,7 @@ impl TestServer {
     pub async fn place_order(&self, auth: &Auth, lines: &[(&str, i64)]) -> Value {
         let r = self.place_order_raw(auth, &order_body(lines)).await;
         r.assert_status(201);
+        assert_json_ct(&r);
         let o = r.json();
         assert_order(&o);
         let id = o["id"].as_str().unwrap();
@@ -809,6 +914,7 @@ impl TestServer {
             .get(&format!("/api/orders/{id}"), Some(&auth.access))
             .await;
         r.assert_status(200);
+        assert_json_ct(&r);
         let o = r.json();
         assert_order(&o);
         o
@@ -843,8 +949,13 @@ impl TestServer {
             .join(format!("order-{order_id}-{status}.eml"))
     }
 
-    /// Waits for `$MAIL_DIR/order-<id>-<status>.eml` and returns its contents.
+    /// Waits for the email telling the customer that order `order_id` reached `status`, and
+    /// returns it as RFC 5322 text: the `.eml` file in `$MAIL_DIR` with the embedded mailer, or
+    /// the raw message SES (moto) accepted with the real backends.
     pub async fn find_email_file(&self, order_id: &str, status: &str) -> String {
+        if let Some(real) = self.env.real.clone() {
+            return find_sent_email(&real, order_id, status).await;
+        }
         let path = self.email_path(order_id, status);
         poll_until(
             ORDER_DEADLINE,
@@ -867,6 +978,46 @@ impl TestServer {
         )
         .await
     }
+}
+
+/// The words the service's subject line uses for each status (see `actors::mailer`).
+fn subject_marker(status: &str) -> &'static str {
+    match status {
+        "completed" => "is complete",
+        "cancelled" => "has been cancelled",
+        "failed" => "could not be completed",
+        other => panic!("no email is sent for status {other}"),
+    }
+}
+
+/// Emails SES accepted for this order and status (the real-backend counterpart of the files).
+pub async fn sent_emails_for(real: &RealBackends, order_id: &str, status: &str) -> Vec<String> {
+    let marker = subject_marker(status);
+    real.moto
+        .sent_emails()
+        .await
+        .into_iter()
+        .filter(|e| e.subject.contains(order_id) && e.subject.contains(marker))
+        .map(|e| e.raw)
+        .collect()
+}
+
+async fn find_sent_email(real: &RealBackends, order_id: &str, status: &str) -> String {
+    poll_until(
+        ORDER_DEADLINE,
+        &format!("SES email for order {order_id} ({status})"),
+        || async {
+            let mut found = sent_emails_for(real, order_id, status).await;
+            match found.len() {
+                0 => Err("not sent yet".to_string()),
+                1 => Ok(found.remove(0)),
+                n => {
+                    panic!("{n} emails sent for order {order_id} ({status}); expected exactly one")
+                }
+            }
+        },
+    )
+    .await
 }
 
 impl Drop for TestServer {

@@ -67,6 +67,8 @@ pub struct SentEmail {
     /// one body only, which then fills both.
     pub text: String,
     pub html: String,
+    /// The message as sent (raw sends only), to check it like an `.eml` file.
+    pub raw: String,
 }
 
 impl Moto {
@@ -127,8 +129,10 @@ impl Moto {
         let data: Value = serde_json::from_str(&text).expect("moto's data.json is JSON");
         let ses = &data["ses"];
         let raw = ses["RawMessage"].as_array().into_iter().flatten().map(|m| {
-            let mut email = parse_email(m["raw_data"].as_str().unwrap_or_default());
+            let raw_data = m["raw_data"].as_str().unwrap_or_default();
+            let mut email = parse_email(raw_data);
             email.message_id = m["id"].as_str().unwrap_or_default().to_string();
+            email.raw = raw_data.to_string();
             email
         });
         let simple = ses["Message"].as_array().into_iter().flatten().map(|m| {
@@ -146,6 +150,7 @@ impl Moto {
                 subject: m["subject"].as_str().unwrap_or_default().to_string(),
                 text: body.clone(),
                 html: body,
+                raw: String::new(),
             }
         });
         raw.chain(simple).collect()
