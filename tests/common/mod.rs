@@ -272,6 +272,8 @@ pub struct ServerEnv {
     pub jwt_refresh_secret: String,
     /// The real backends of this environment, when the suite runs against them.
     pub real: Option<Arc<RealBackends>>,
+    /// Further variables for the processes of this environment (e.g. `METRICS_PORT=0`).
+    pub extra: Vec<(String, String)>,
 }
 
 impl ServerEnv {
@@ -281,6 +283,7 @@ impl ServerEnv {
             jwt_secret: random_string(48),
             jwt_refresh_secret: random_string(48),
             real: real_backends().then(|| Arc::new(RealBackends::start())),
+            extra: Vec::new(),
         }
     }
 
@@ -303,6 +306,9 @@ impl ServerEnv {
             .env("JWT_REFRESH_SECRET", &self.jwt_refresh_secret)
             .env("RUST_LOG", "info");
         for (k, v) in self.real.iter().flat_map(|real| real.env()) {
+            cmd.env(k, v);
+        }
+        for (k, v) in &self.extra {
             cmd.env(k, v);
         }
         cmd
