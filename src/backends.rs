@@ -47,10 +47,18 @@ pub async fn build(config: &Config) -> anyhow::Result<Backends> {
     };
 
     let (store, store_kind): (Arc<dyn Store>, _) = match &config.mongodb_uri {
-        Some(uri) => (
-            Arc::new(MongoStore::connect(uri.expose()).await?),
-            "mongodb",
-        ),
+        Some(uri) => {
+            let mongo = MongoStore::connect(uri.expose()).await?;
+            // Finish stock returns a crashed process left half done (see `MongoStore`).
+            match mongo.repair_stock_returns().await {
+                Ok(0) => {}
+                Ok(n) => tracing::warn!(orders = n, "finished interrupted stock returns"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not check for interrupted stock returns")
+                }
+            }
+            (Arc::new(mongo), "mongodb")
+        }
         None => (
             Arc::new(SqliteStore::new(db.clone().expect("opened above"))),
             "sqlite",

@@ -4,6 +4,9 @@
 //! transaction. Stock moves only through `reserve_stock` (all lines or none, conditional
 //! decrements) and through order transitions that return stock, and every status change is a
 //! conditional update on the stored status.
+//!
+//! Times round-trip at millisecond precision (MongoDB's); the service's clock
+//! (`domain::now`) already truncates to it, so what is answered is what is stored.
 
 pub mod mongo;
 pub mod sqlite;
