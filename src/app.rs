@@ -19,6 +19,7 @@ pub use crate::backends::{BackendKinds, Backends};
 use crate::config::Config;
 use crate::http::{self, extract::BodyLimit, ApiState};
 use crate::messages::sqs_poller::StopPolling;
+use crate::queue::batcher::SendBatcher;
 use crate::throttle::LoginThrottle;
 use crate::tokens::TokenService;
 
@@ -41,6 +42,10 @@ impl Role {
         matches!(self, Role::Serve | Role::Worker)
     }
 }
+
+/// How long a queue send waits for others to share its batch: small next to a request's
+/// latency, long enough to fill batches under load (fewer SQS requests per order).
+const SEND_LINGER: std::time::Duration = std::time::Duration::from_millis(3);
 
 /// Cross-origin access for the configured origins only. With none configured the middleware is
 /// left out entirely, so browsers apply their same-origin rule (and same-origin pages such as
@@ -115,7 +120,7 @@ pub async fn run(config: Config, role: Role) -> anyhow::Result<()> {
         let actor = OrderActor {
             store: backends.store.clone(),
             cache: backends.cache.clone(),
-            queue: backends.queue.clone(),
+            sender: SendBatcher::start(backends.queue.clone(), SEND_LINGER),
             inventory: inventory.clone(),
             mailer: mailer.clone(),
             cache_ttl: config.cache_ttl,

@@ -24,7 +24,8 @@ use crate::messages::inventory::{ReleaseStock, ReserveStock};
 use crate::messages::mailer::SendOrderEmail;
 use crate::messages::order::*;
 use crate::metrics::*;
-use crate::queue::{OrderMessage, Queue};
+use crate::queue::batcher::SendBatcher;
+use crate::queue::OrderMessage;
 use crate::store::{IdempotencyRecord, Store, TransitionOutcome};
 use crate::tokens::Principal;
 
@@ -63,7 +64,8 @@ const OUTBOX_GRACE: Duration = Duration::from_secs(10);
 pub struct OrderActor {
     pub store: Arc<dyn Store>,
     pub cache: Arc<dyn Cache>,
-    pub queue: Arc<dyn Queue>,
+    /// Queue sends go through here, so orders placed together share one batch request.
+    pub sender: SendBatcher,
     pub inventory: Addr<InventoryActor>,
     pub mailer: Addr<MailerActor>,
     pub cache_ttl: Duration,
@@ -158,7 +160,7 @@ impl OrderActor {
             request_id,
         })
         .expect("messages serialise");
-        backend_call("queue", "send", self.queue.send_batch(&[body])).await?;
+        backend_call("queue", "send", self.sender.send(body)).await?;
         metrics::counter!(QUEUE_MESSAGES_SENT_TOTAL).increment(1);
         Ok(())
     }

@@ -2,6 +2,7 @@
 //! at-least-once delivery, a visibility timeout during which a received message is hidden,
 //! a receive count, dead letters after too many receives, deletion by receipt handle.
 
+pub mod batcher;
 pub mod sqlite;
 pub mod sqs;
 

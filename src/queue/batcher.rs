@@ -1,0 +1,121 @@
+//! Coalesces sends: orders placed at about the same moment share one `SendMessageBatch` (up to
+//! ten messages) instead of one request each, which is what SQS charges and throttles by.
+//!
+//! A sender hands its body to the batcher and waits for the outcome of the batch it joined, so
+//! callers keep their simple "sent or failed" answer. The batcher waits at most `linger` for
+//! company after the first message; under light load that adds `linger` to one request, under
+//! heavy load batches fill up at once.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::{Queue, MAX_BATCH};
+use crate::error::BackendError;
+
+type Reply = oneshot::Sender<Result<(), BackendError>>;
+
+#[derive(Clone)]
+pub struct SendBatcher {
+    tx: mpsc::Sender<(String, Reply)>,
+}
+
+impl SendBatcher {
+    /// Starts the batching task on the current runtime.
+    pub fn start(queue: Arc<dyn Queue>, linger: Duration) -> Self {
+        let (tx, rx) = mpsc::channel(1024);
+        tokio::spawn(run(queue, rx, linger));
+        SendBatcher { tx }
+    }
+
+    /// Sends one body in the next batch and waits until that batch was sent.
+    pub async fn send(&self, body: String) -> Result<(), BackendError> {
+        let (reply, outcome) = oneshot::channel();
+        self.tx
+            .send((body, reply))
+            .await
+            .map_err(|_| BackendError::unavailable("queue", "the send batcher stopped"))?;
+        outcome
+            .await
+            .map_err(|_| BackendError::unavailable("queue", "the send batcher stopped"))?
+    }
+}
+
+async fn run(queue: Arc<dyn Queue>, mut rx: mpsc::Receiver<(String, Reply)>, linger: Duration) {
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        let deadline = tokio::time::Instant::now() + linger;
+        while batch.len() < MAX_BATCH {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(next)) => batch.push(next),
+                Ok(None) | Err(_) => break,
+            }
+        }
+        let (bodies, replies): (Vec<String>, Vec<Reply>) = batch.into_iter().unzip();
+        let outcome = queue.send_batch(&bodies).await;
+        for reply in replies {
+            let _ = reply.send(outcome.clone());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::queue::{QueueDepth, QueueResult, ReceivedMessage};
+    use std::sync::Mutex;
+
+    /// Records the size of each batch it is sent.
+    #[derive(Default)]
+    struct Recorder {
+        batches: Mutex<Vec<usize>>,
+    }
+
+    #[async_trait::async_trait]
+    impl Queue for Recorder {
+        async fn ping(&self) -> QueueResult<()> {
+            Ok(())
+        }
+        async fn send_batch(&self, bodies: &[String]) -> QueueResult<()> {
+            self.batches.lock().unwrap().push(bodies.len());
+            Ok(())
+        }
+        async fn receive(
+            &self,
+            _: usize,
+            _: Duration,
+            _: Duration,
+        ) -> QueueResult<Vec<ReceivedMessage>> {
+            Ok(vec![])
+        }
+        async fn delete_batch(&self, _: &[String]) -> QueueResult<()> {
+            Ok(())
+        }
+        async fn extend_visibility(&self, _: &str, _: Duration) -> QueueResult<()> {
+            Ok(())
+        }
+        async fn depth(&self) -> QueueResult<QueueDepth> {
+            Ok(QueueDepth::default())
+        }
+    }
+
+    #[tokio::test]
+    async fn concurrent_sends_share_batches_of_at_most_ten() {
+        let recorder = Arc::new(Recorder::default());
+        let batcher = SendBatcher::start(recorder.clone(), Duration::from_millis(50));
+        let sends: Vec<_> = (0..25)
+            .map(|i| {
+                let b = batcher.clone();
+                tokio::spawn(async move { b.send(format!("m{i}")).await })
+            })
+            .collect();
+        for s in sends {
+            s.await.unwrap().unwrap();
+        }
+        let batches = recorder.batches.lock().unwrap().clone();
+        assert_eq!(batches.iter().sum::<usize>(), 25);
+        assert!(batches.iter().all(|n| *n <= MAX_BATCH), "{batches:?}");
+        assert!(batches.len() < 25, "sends were not batched: {batches:?}");
+    }
+}
