@@ -16,6 +16,7 @@ use crate::actors::order::OrderActor;
 use crate::actors::sqs_poller::SqsPollerActor;
 use crate::authenticator::Authenticator;
 pub use crate::backends::{BackendKinds, Backends};
+use crate::cache::none::NoCache;
 use crate::config::Config;
 use crate::http::{self, extract::BodyLimit, ApiState};
 use crate::messages::sqs_poller::StopPolling;
@@ -41,6 +42,21 @@ impl Role {
     fn runs_worker(self) -> bool {
         matches!(self, Role::Serve | Role::Worker)
     }
+}
+
+/// Resolves on SIGTERM (orchestrators) or SIGINT (Ctrl-C).
+async fn wait_for_shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("install the SIGTERM handler");
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
 }
 
 /// How long a queue send waits for others to share its batch: small next to a request's
@@ -100,6 +116,14 @@ pub async fn run(config: Config, role: Role) -> anyhow::Result<()> {
         );
     }
 
+    // An in-process cache is only coherent inside one process: split roles on the embedded
+    // backends read through to the store (login-throttle counters stay per process).
+    let throttle_cache = backends.cache.clone();
+    let mut backends = backends;
+    if role != Role::Serve && kinds.cache == "memory" {
+        tracing::info!("embedded cache disabled: api and worker run as separate processes");
+        backends.cache = Arc::new(NoCache);
+    }
     let tokens = Arc::new(TokenService::new(&config.jwt));
     let authenticator = Arc::new(Authenticator::new(
         tokens.clone(),
@@ -136,7 +160,7 @@ pub async fn run(config: Config, role: Role) -> anyhow::Result<()> {
             authenticator: authenticator.clone(),
             hasher: start_password_hasher(),
             throttle: Arc::new(LoginThrottle::new(
-                backends.cache.clone(),
+                throttle_cache.clone(),
                 config.login_limits.clone(),
             )),
         };
@@ -187,6 +211,9 @@ pub async fn run(config: Config, role: Role) -> anyhow::Result<()> {
         }
     })
     .shutdown_timeout(config.shutdown_timeout.as_secs())
+    // Our own signal handling below: actix-server's would stop the whole actor system right
+    // after the HTTP drain, before the worker could finish its queue messages.
+    .disable_signals()
     .bind((config.host.as_str(), port))?;
     for addr in server.addrs() {
         // Exactly this line on stdout: scripts and tests wait for it to know the port.
@@ -194,13 +221,21 @@ pub async fn run(config: Config, role: Role) -> anyhow::Result<()> {
     }
     tracing::info!(addrs = ?server.addrs(), "listening");
 
-    // actix-web handles SIGTERM/SIGINT: it stops accepting and lets requests in flight finish.
-    server.run().await?;
+    let server = server.run();
+    let handle = server.handle();
+    actix_web::rt::spawn(async move {
+        wait_for_shutdown_signal().await;
+        tracing::info!("shutdown signal: no new connections; finishing requests in flight");
+        handle.stop(true).await;
+    });
+    server.await?;
     tracing::info!("HTTP server stopped; finishing queue messages in flight");
     if let Some(poller) = poller {
         let drained = tokio::time::timeout(config.shutdown_timeout, poller.send(StopPolling)).await;
-        if drained.is_err() {
-            tracing::warn!("shutdown timeout reached with queue messages still in flight; they will be redelivered");
+        match drained {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "worker unavailable at shutdown; its messages will be redelivered"),
+            Err(_) => tracing::warn!("shutdown timeout reached with queue messages still in flight; they will be redelivered"),
         }
     }
     tracing::info!("shutdown complete");

@@ -2,6 +2,7 @@
 //! miss, so the service answers (from the store) when the cache is down.
 
 pub mod memory;
+pub mod none;
 pub mod redis;
 
 use std::time::Duration;

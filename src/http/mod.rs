@@ -35,46 +35,45 @@ async fn route_not_found() -> Result<HttpResponse, ApiError> {
     Err(ApiError::RouteNotFound)
 }
 
-async fn method_not_allowed() -> Result<HttpResponse, ApiError> {
-    Err(ApiError::MethodNotAllowed)
-}
-
-fn resource(path: &str) -> actix_web::Resource {
-    web::resource(path).default_service(web::to(method_not_allowed))
+/// A route whose other methods answer 405 with the `Allow` header RFC 9110 asks for.
+fn resource(path: &str, allow: &'static str) -> actix_web::Resource {
+    web::resource(path).default_service(web::to(move || async move {
+        Err::<HttpResponse, _>(ApiError::MethodNotAllowed(allow))
+    }))
 }
 
 /// The operational routes every process serves (a `worker` serves only these).
 pub fn operations(cfg: &mut web::ServiceConfig) {
-    cfg.service(resource("/health").route(web::get().to(health::health)))
-        .service(resource("/ready").route(web::get().to(health::ready)))
-        .service(resource("/metrics").route(web::get().to(health::metrics)))
+    cfg.service(resource("/health", "GET").route(web::get().to(health::health)))
+        .service(resource("/ready", "GET").route(web::get().to(health::ready)))
+        .service(resource("/metrics", "GET").route(web::get().to(health::metrics)))
         .default_service(web::to(route_not_found));
 }
 
 /// The whole API, documentation included.
 pub fn api(cfg: &mut web::ServiceConfig) {
-    cfg.service(resource("/api/auth/register").route(web::post().to(auth::register)))
-        .service(resource("/api/auth/login").route(web::post().to(auth::login)))
-        .service(resource("/api/auth/refresh").route(web::post().to(auth::refresh)))
-        .service(resource("/api/auth/logout").route(web::post().to(auth::logout)))
-        .service(resource("/api/auth/me").route(web::get().to(auth::me)))
+    cfg.service(resource("/api/auth/register", "POST").route(web::post().to(auth::register)))
+        .service(resource("/api/auth/login", "POST").route(web::post().to(auth::login)))
+        .service(resource("/api/auth/refresh", "POST").route(web::post().to(auth::refresh)))
+        .service(resource("/api/auth/logout", "POST").route(web::post().to(auth::logout)))
+        .service(resource("/api/auth/me", "GET").route(web::get().to(auth::me)))
         .service(
-            resource("/api/products")
+            resource("/api/products", "GET, POST")
                 .route(web::get().to(products::list))
                 .route(web::post().to(products::create)),
         )
         .service(
-            resource("/api/products/{id}")
+            resource("/api/products/{id}", "GET, PATCH")
                 .route(web::get().to(products::get))
                 .route(web::patch().to(products::update)),
         )
         .service(
-            resource("/api/orders")
+            resource("/api/orders", "GET, POST")
                 .route(web::get().to(orders::list))
                 .route(web::post().to(orders::create)),
         )
-        .service(resource("/api/orders/{id}").route(web::get().to(orders::get)))
-        .service(resource("/api/orders/{id}/cancel").route(web::post().to(orders::cancel)))
+        .service(resource("/api/orders/{id}", "GET").route(web::get().to(orders::get)))
+        .service(resource("/api/orders/{id}/cancel", "POST").route(web::post().to(orders::cancel)))
         .service(web::redirect("/api-docs", "/api-docs/"))
         .service(
             SwaggerUi::new("/api-docs/{_:.*}")

@@ -26,7 +26,7 @@ pub enum ApiError {
     #[error("no such route")]
     RouteNotFound,
     #[error("method not allowed")]
-    MethodNotAllowed,
+    MethodNotAllowed(&'static str),
 }
 
 /// The problem document, as the OpenAPI document describes it.
@@ -214,7 +214,7 @@ impl ApiError {
                 "Not found",
                 "no such route".to_string(),
             ),
-            ApiError::MethodNotAllowed => (
+            ApiError::MethodNotAllowed(_) => (
                 StatusCode::METHOD_NOT_ALLOWED,
                 "method_not_allowed",
                 "Method not allowed",
@@ -278,6 +278,9 @@ impl ResponseError for ApiError {
                 header::RETRY_AFTER,
                 retry_after.as_secs().max(1).to_string(),
             ));
+        }
+        if let ApiError::MethodNotAllowed(allow) = self {
+            response.insert_header((header::ALLOW, HeaderValue::from_static(allow)));
         }
         if status == StatusCode::SERVICE_UNAVAILABLE {
             response.insert_header((header::RETRY_AFTER, HeaderValue::from_static("1")));

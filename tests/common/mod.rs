@@ -677,6 +677,32 @@ impl TestServer {
         self.env.clone()
     }
 
+    /// Kills the process at once (SIGKILL on Unix), as a crash would; the data directory stays.
+    pub fn kill(&mut self) {
+        self.keep_data = true;
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// The process id, to send it a signal (e.g. `kill -TERM`).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits up to `deadline` for the process to exit by itself; `None` if it is still running.
+    pub fn wait_for_exit(&mut self, deadline: Duration) -> Option<ExitStatus> {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return Some(status);
+            }
+            if start.elapsed() >= deadline {
+                return None;
+            }
+            std::thread::sleep(POLL_EVERY);
+        }
+    }
+
     pub fn output(&self) -> String {
         self.output.lock().unwrap().clone()
     }

@@ -14,7 +14,8 @@
 //! - sent emails are only visible through `GET /moto-api/data.json` (`ses.RawMessage` and
 //!   `ses.Message`), which lists every account and region of the server.
 
-use std::process::{Command, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 
 use serde_json::Value;
 
@@ -26,6 +27,8 @@ pub const REGION: &str = "us-east-1";
 pub struct Moto {
     pub process: ServerProcess,
     pub port: u16,
+    binary: PathBuf,
+    dir: PathBuf,
 }
 
 /// Starts moto_server, or returns `None` (after saying why) when it is not installed.
@@ -37,21 +40,32 @@ pub fn start() -> Option<Moto> {
     )?;
     let port = free_port();
     let dir = temp_dir("moto");
-    // moto logs every request; keep it out of the test output but at hand in its data dir.
-    let log = std::fs::File::create(dir.join("moto.log")).expect("create moto log");
-    let mut child = Command::new(binary)
-        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-        .current_dir(&dir)
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().expect("clone log handle"))
-        .stderr(log)
-        .spawn()
-        .expect("spawn moto_server");
+    let mut child = spawn(&binary, &dir, port);
     wait_for_port(port, "moto_server", &mut child);
     Some(Moto {
         process: ServerProcess::new(child, Some(&dir)),
         port,
+        binary,
+        dir,
     })
+}
+
+fn spawn(binary: &Path, dir: &Path, port: u16) -> Child {
+    // moto logs every request; keep it out of the test output but at hand in its data dir
+    // (appended to, so the log of a run before a restart stays).
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("moto.log"))
+        .expect("open moto log");
+    Command::new(binary)
+        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("clone log handle"))
+        .stderr(log)
+        .spawn()
+        .expect("spawn moto_server")
 }
 
 /// An email as moto recorded it, decoded.
@@ -88,6 +102,19 @@ impl Moto {
         .into_iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect()
+    }
+
+    /// Stops the server (SIGKILL), as a crash or a network cut would.
+    pub fn kill(&mut self) {
+        self.process.kill();
+    }
+
+    /// Starts a fresh moto on the same port, after a kill or not. moto keeps its state in
+    /// memory, so queues and verified senders must be created again.
+    pub fn restart(&mut self) {
+        self.process.kill();
+        self.process.child = spawn(&self.binary, &self.dir, self.port);
+        wait_for_port(self.port, "moto_server", &mut self.process.child);
     }
 
     pub fn sqs(&self) -> aws_sdk_sqs::Client {
