@@ -1,0 +1,365 @@
+//! The load generator against the real service: `order-service serve` on a random port with a
+//! fresh data directory, `loadgen` run briefly against it, and its JSON report checked for
+//! sanity — counts that add up, no errors, orders that all complete, percentiles in order.
+//!
+//! Nothing here asserts speed: a shared CI machine makes timings noise. Speed is `bench/run`'s
+//! job, recorded in BENCHMARKS.md.
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const SERVICE: &str = env!("CARGO_BIN_EXE_order-service");
+const LOADGEN: &str = env!("CARGO_BIN_EXE_loadgen");
+const READY_PREFIX: &str = "order-service listening on http://127.0.0.1:";
+const STARTUP_DEADLINE: Duration = Duration::from_secs(30);
+/// Far above what the short runs below need (a few seconds plus set-up and drain): only there
+/// so a hung generator fails the test instead of hanging it.
+const LOADGEN_DEADLINE: Duration = Duration::from_secs(180);
+
+/// Variables that would point the service at real backends or change its defaults.
+const INHERITED_VARS_REMOVED: [&str; 12] = [
+    "MONGODB_URI",
+    "REDIS_HOST",
+    "AWS_SQS_QUEUE_URL",
+    "AWS_SES_SENDER_EMAIL",
+    "MAIL_DIR",
+    "APP_ENV",
+    "LOG_FORMAT",
+    "QUEUE_WAIT_TIME",
+    "QUEUE_VISIBILITY_TIMEOUT",
+    "WORKER_CONCURRENCY",
+    "BODY_LIMIT_BYTES",
+    "SHUTDOWN_TIMEOUT",
+];
+
+fn random_hex(bytes: usize) -> String {
+    (0..bytes)
+        .map(|_| format!("{:02x}", rand::random::<u8>()))
+        .collect()
+}
+
+/// The real service, killed (and its data directory removed) on drop.
+struct Service {
+    child: Child,
+    url: String,
+    data_dir: PathBuf,
+}
+
+impl Service {
+    fn start() -> Service {
+        let data_dir = std::env::temp_dir().join(format!("loadgen-test-{}", random_hex(8)));
+        std::fs::create_dir_all(&data_dir).expect("create data dir");
+        let mut cmd = Command::new(SERVICE);
+        cmd.arg("serve")
+            .env("PORT", "0")
+            .env("HOST", "127.0.0.1")
+            .env("NODE_ENV", "development")
+            .env("DATA_DIR", &data_dir)
+            .env("JWT_SECRET", random_hex(32))
+            .env("JWT_REFRESH_SECRET", random_hex(32))
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for var in INHERITED_VARS_REMOVED {
+            cmd.env_remove(var);
+        }
+        let mut child = cmd.spawn().expect("start order-service");
+
+        // stdout is read on a thread for the whole life of the service, so a full pipe can
+        // never block it; the first line we want is handed over through the channel.
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, rx) = mpsc::channel();
+        thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(port) = line.strip_prefix(READY_PREFIX) {
+                    let _ = tx.send(port.trim().to_string());
+                }
+            }
+        });
+        let mut stderr = child.stderr.take().expect("piped stderr");
+        thread::spawn(move || {
+            let mut sink = Vec::new();
+            let _ = stderr.read_to_end(&mut sink);
+        });
+
+        let port = match rx.recv_timeout(STARTUP_DEADLINE) {
+            Ok(port) => port,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("order-service did not report its port within {STARTUP_DEADLINE:?}");
+            }
+        };
+        Service {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+            data_dir,
+        }
+    }
+
+    /// Runs `loadgen` against this service with `args`, returning its JSON report.
+    fn loadgen(&self, args: &[&str]) -> Value {
+        self.start_loadgen(args).report()
+    }
+
+    /// Starts `loadgen` against this service with `args`, with `--json` and no progress line.
+    fn start_loadgen(&self, args: &[&str]) -> Loadgen {
+        let mut child = Command::new(LOADGEN)
+            .args(["--url", &self.url, "--json", "--quiet"])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start loadgen");
+        let mut stdout = child.stdout.take().expect("piped stdout");
+        let mut stderr = child.stderr.take().expect("piped stderr");
+        let out = thread::spawn(move || {
+            let mut s = String::new();
+            let _ = stdout.read_to_string(&mut s);
+            s
+        });
+        let err = thread::spawn(move || {
+            let mut s = String::new();
+            let _ = stderr.read_to_string(&mut s);
+            s
+        });
+        Loadgen {
+            child,
+            out,
+            err,
+            args: args.join(" "),
+        }
+    }
+
+    fn pid(&self) -> String {
+        self.child.id().to_string()
+    }
+}
+
+/// A running `loadgen`, its output collected on threads so it never blocks on a full pipe.
+struct Loadgen {
+    child: Child,
+    out: thread::JoinHandle<String>,
+    err: thread::JoinHandle<String>,
+    args: String,
+}
+
+impl Loadgen {
+    /// Waits for it to exit (killing it past the deadline) and parses its JSON report.
+    fn report(mut self) -> Value {
+        let deadline = Instant::now() + LOADGEN_DEADLINE;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("wait for loadgen") {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!(
+                    "loadgen {} still running after {LOADGEN_DEADLINE:?}",
+                    self.args
+                );
+            }
+            thread::sleep(Duration::from_millis(50));
+        };
+        let (out, err) = (self.out.join().unwrap(), self.err.join().unwrap());
+        assert!(
+            status.success(),
+            "loadgen {} failed: {status}\n{err}",
+            self.args
+        );
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("not JSON ({e}):\n{out}\n{err}"))
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.data_dir);
+    }
+}
+
+fn u(v: &Value) -> u64 {
+    v.as_u64().unwrap_or_else(|| panic!("not a count: {v}"))
+}
+
+/// Percentiles read from one histogram can only rise with the quantile.
+fn assert_ordered(latency: &Value, what: &str) {
+    let (p50, p90, p99, p999, max) = (
+        u(&latency["p50"]),
+        u(&latency["p90"]),
+        u(&latency["p99"]),
+        u(&latency["p999"]),
+        u(&latency["max"]),
+    );
+    assert!(
+        0 < p50 && p50 <= p90 && p90 <= p99 && p99 <= p999 && p999 <= max,
+        "{what}: percentiles out of order: {latency}"
+    );
+}
+
+/// The checks every load report must pass, whatever the scenario.
+fn assert_sane(report: &Value) {
+    let pretty = serde_json::to_string_pretty(report).unwrap();
+    assert!(u(&report["requests"]) > 0, "no requests:\n{pretty}");
+    assert_eq!(
+        u(&report["transportErrors"]),
+        0,
+        "transport errors:\n{pretty}"
+    );
+    assert_eq!(u(&report["serverErrors"]), 0, "5xx answers:\n{pretty}");
+    assert_eq!(u(&report["errors"]), 0, "errors:\n{pretty}");
+    let endpoints = report["endpoints"].as_array().expect("endpoints");
+    let mut total = 0;
+    for e in endpoints {
+        let name = e["endpoint"].as_str().unwrap();
+        assert_eq!(u(&e["requests"]), u(&e["ok"]) + u(&e["errors"]), "{name}");
+        assert_eq!(u(&e["latencyUs"]["count"]), u(&e["ok"]), "{name}");
+        assert_ordered(&e["latencyUs"], name);
+        total += u(&e["requests"]);
+    }
+    assert_eq!(total, u(&report["requests"]), "endpoints add up:\n{pretty}");
+}
+
+fn endpoint<'a>(report: &'a Value, name: &str) -> &'a Value {
+    report["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["endpoint"] == name)
+        .unwrap_or_else(|| panic!("no {name} in {report}"))
+}
+
+#[test]
+fn mixed_closed_model_run_completes_every_order() {
+    let service = Service::start();
+    let report = service.loadgen(&[
+        "--scenario",
+        "mixed",
+        "--users",
+        "4",
+        "--duration",
+        "3s",
+        "--warmup",
+        "1s",
+        "--service-pid",
+        &service.pid(),
+    ]);
+    assert_sane(&report);
+    assert_eq!(report["model"], "closed");
+    for name in [
+        "GET /api/products",
+        "GET /api/products/{id}",
+        "POST /api/orders",
+        "GET /api/orders/{id}",
+    ] {
+        assert!(u(&endpoint(&report, name)["ok"]) > 0, "{name}");
+    }
+
+    let orders = &report["orders"];
+    let created = u(&orders["created"]);
+    assert!(created > 0, "no orders: {orders}");
+    // The generator waits for orders in flight, so every order placed is seen to its end.
+    assert_eq!(u(&orders["completed"]), created, "{orders}");
+    assert_eq!(u(&orders["unfinished"]), 0, "{orders}");
+    assert_eq!(u(&orders["failed"]), 0, "{orders}");
+    assert_eq!(
+        u(&endpoint(&report, "POST /api/orders")["ok"]),
+        created,
+        "every 201 is a created order"
+    );
+    assert_ordered(&orders["lagUs"], "completion lag");
+    assert_ordered(&orders["observedLagUs"], "observed completion lag");
+    assert!(u(&report["service"]["rssKib"]) > 0);
+}
+
+#[test]
+fn open_model_sends_one_iteration_per_arrival() {
+    let service = Service::start();
+    let report = service.loadgen(&[
+        "--scenario",
+        "health",
+        "--rate",
+        "50",
+        "--duration",
+        "2s",
+        "--warmup",
+        "500ms",
+    ]);
+    assert_sane(&report);
+    assert_eq!(report["model"], "open");
+    let arrivals = u(&report["arrivals"]);
+    // 50/s for 2 s: 100 intended arrivals, give or take one at each edge of the window.
+    assert!((98..=102).contains(&arrivals), "{arrivals}");
+    assert_eq!(u(&report["requests"]), arrivals);
+}
+
+#[test]
+fn login_and_cached_order_scenarios_run_clean() {
+    let service = Service::start();
+    for scenario in ["login", "cached-order"] {
+        let report = service.loadgen(&[
+            "--scenario",
+            scenario,
+            "--users",
+            "2",
+            "--duration",
+            "1s",
+            "--warmup",
+            "200ms",
+        ]);
+        assert_sane(&report);
+    }
+}
+
+#[test]
+fn connections_mode_holds_every_connection_open() {
+    let service = Service::start();
+    let report = service.loadgen(&[
+        "--scenario",
+        "connections",
+        "--users",
+        "50",
+        "--duration",
+        "500ms",
+        "--service-pid",
+        &service.pid(),
+    ]);
+    let c = &report["connections"];
+    assert_eq!(u(&c["opened"]), 50, "{c}");
+    assert_eq!(u(&c["aliveAfterHold"]), 50, "{c}");
+    assert!(u(&c["serviceWithConnections"]["rssKib"]) > 0, "{c}");
+}
+
+#[test]
+fn sigterm_ends_a_run_early_with_a_report() {
+    let service = Service::start();
+    let running = service.start_loadgen(&[
+        "--scenario",
+        "health",
+        "--users",
+        "2",
+        "--duration",
+        "10m",
+        "--warmup",
+        "0s",
+    ]);
+    // Long enough for some requests, far shorter than the ten minutes asked for.
+    thread::sleep(Duration::from_secs(2));
+    let status = Command::new("kill")
+        .args(["-TERM", &running.child.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success());
+    let report = running.report();
+    assert_sane(&report);
+    assert_eq!(report["interrupted"], true);
+    assert!(report["durationSecs"].as_f64().unwrap() < 600.0);
+}
