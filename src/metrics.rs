@@ -235,7 +235,11 @@ pub fn record_process_metrics() {
 /// Creates the failure counters at zero at start: a counter born at its first increment makes
 /// that first failure invisible to `rate()` and `increase()`, so alerts would miss it.
 fn register_failure_counters() {
-    for kind in crate::domain::OrderStatus::ALL {
+    // Emails go out for terminal statuses only.
+    for kind in crate::domain::OrderStatus::ALL
+        .into_iter()
+        .filter(|s| s.is_terminal())
+    {
         metrics::counter!(EMAILS_FAILED_TOTAL, "kind" => kind.as_str()).increment(0);
         metrics::counter!(EMAILS_SENT_TOTAL, "kind" => kind.as_str()).increment(0);
     }

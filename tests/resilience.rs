@@ -89,35 +89,6 @@ async fn metrics_page(srv: &TestServer) -> String {
     r.text
 }
 
-/// Polls the order until it has `status`, for longer than the harness's default deadline.
-async fn wait_for_status(
-    srv: &TestServer,
-    auth: &Auth,
-    id: &str,
-    status: &str,
-    deadline: Duration,
-) -> Value {
-    poll_until(
-        deadline,
-        &format!("order {id} to become {status}"),
-        || async {
-            let r = srv
-                .get(&format!("/api/orders/{id}"), Some(&auth.access))
-                .await;
-            if r.status != 200 {
-                return Err(r.ctx());
-            }
-            let o = r.json();
-            if o["status"] == json!(status) {
-                Ok(o)
-            } else {
-                Err(format!("status {}", o["status"]))
-            }
-        },
-    )
-    .await
-}
-
 /// The email files of one order (`order-<id>-<status>.eml`), sorted.
 fn email_files_of(env: &ServerEnv, order_id: &str) -> Vec<String> {
     let prefix = format!("order-{order_id}-");
@@ -388,7 +359,8 @@ async fn worker_killed_mid_processing_loses_no_order() {
     assert!(email_files_of(&env, &id).is_empty());
 
     let worker2 = TestServer::start(worker_env, "worker").await;
-    wait_for_status(&api, &user, &id, "completed", RECOVERY_DEADLINE).await;
+    api.poll_order_status_within(&user, &id, "completed", RECOVERY_DEADLINE)
+        .await;
     api.find_email_file(&id, "completed").await;
     assert_eq!(
         email_files_of(&env, &id),
@@ -852,7 +824,8 @@ async fn an_order_placed_while_the_queue_is_down_is_sent_later_by_the_outbox() {
 
     // The message was never sent; the outbox reconciler (every 5 s, for orders older than
     // 10 s) sends it, and the worker completes the order.
-    wait_for_status(&srv, &user, &id, "completed", Duration::from_secs(60)).await;
+    srv.poll_order_status_within(&user, &id, "completed", Duration::from_secs(60))
+        .await;
     let emails = poll_until(ORDER_DEADLINE, "the completion email", || async {
         match real.completion_emails(&id).await {
             0 => Err("none yet".to_string()),

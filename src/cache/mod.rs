@@ -26,13 +26,7 @@ pub trait Cache: Send + Sync + 'static {
     /// Adds one to a counter that lives `window` from its first increment (a fixed window, as
     /// Redis `INCR` + `PEXPIRE NX`), and returns the new count. Rate limits count with it, so
     /// they are shared by every process that shares the cache.
-    async fn increment(&self, key: &str, window: Duration) -> CacheResult<u64> {
-        let _ = (key, window);
-        Err(BackendError::other(
-            "cache",
-            "counters are not supported by this cache",
-        ))
-    }
+    async fn increment(&self, key: &str, window: Duration) -> CacheResult<u64>;
 }
 
 pub fn order_key(id: crate::domain::Id) -> String {

@@ -30,4 +30,12 @@ impl Cache for NoCache {
     async fn delete(&self, _key: &str) -> CacheResult<()> {
         Ok(())
     }
+    /// A cache that holds nothing can not count; callers that need counters (the login
+    /// throttle) are given a real cache instead (see `app::run`).
+    async fn increment(&self, _key: &str, _window: Duration) -> CacheResult<u64> {
+        Err(crate::error::BackendError::other(
+            "cache",
+            "this cache holds no counters",
+        ))
+    }
 }

@@ -954,8 +954,21 @@ impl TestServer {
 
     /// Polls `GET /api/orders/{id}` until the order has `status`; returns it.
     pub async fn poll_order_status(&self, auth: &Auth, id: &str, status: &str) -> Value {
+        self.poll_order_status_within(auth, id, status, ORDER_DEADLINE)
+            .await
+    }
+
+    /// Like `poll_order_status`, with the caller's deadline (for slow paths such as redelivery
+    /// after a visibility timeout).
+    pub async fn poll_order_status_within(
+        &self,
+        auth: &Auth,
+        id: &str,
+        status: &str,
+        deadline: Duration,
+    ) -> Value {
         poll_until(
-            ORDER_DEADLINE,
+            deadline,
             &format!("order {id} to become {status}"),
             || async {
                 let r = self
