@@ -1,8 +1,25 @@
 //! The shipping address exactly as the replaced service takes it, each part bounded text.
 
 use serde::{Deserialize, Serialize};
+use utoipa::openapi::schema::{ObjectBuilder, Schema};
+use utoipa::openapi::RefOr;
 
 use super::{text, FieldError};
+
+const MAX_STREET: usize = 200;
+const MAX_CITY: usize = 100;
+const MAX_STATE: usize = 100;
+const MAX_ZIP_CODE: usize = 20;
+const MAX_COUNTRY: usize = 100;
+
+/// Each part: its JSON name, its longest length and an example, for the schema.
+const PARTS: [(&str, usize, &str); 5] = [
+    ("street", MAX_STREET, "1 Main St"),
+    ("city", MAX_CITY, "Springfield"),
+    ("state", MAX_STATE, "IL"),
+    ("zipCode", MAX_ZIP_CODE, "62701"),
+    ("country", MAX_COUNTRY, "US"),
+];
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -15,20 +32,29 @@ pub struct ShippingAddress {
 }
 
 /// The address as it arrives, before any check.
-#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ShippingAddressInput {
-    #[schema(example = "1 Main St")]
     pub street: Option<String>,
-    #[schema(example = "Springfield")]
     pub city: Option<String>,
-    #[schema(example = "IL")]
     pub state: Option<String>,
-    #[schema(example = "62701")]
     pub zip_code: Option<String>,
-    #[schema(example = "US")]
     pub country: Option<String>,
 }
+
+/// Every part required, each bounded text, as [`ShippingAddressInput::parse`] takes them.
+impl utoipa::PartialSchema for ShippingAddressInput {
+    fn schema() -> RefOr<Schema> {
+        PARTS
+            .iter()
+            .fold(ObjectBuilder::new(), |object, &(name, max, example)| {
+                let part = text::schema(max).examples([serde_json::json!(example)]);
+                object.property(name, part).required(name)
+            })
+            .into()
+    }
+}
+impl utoipa::ToSchema for ShippingAddressInput {}
 
 impl ShippingAddressInput {
     /// Parses every part, collecting all problems so the client can fix them in one go.
@@ -45,11 +71,11 @@ impl ShippingAddressInput {
                     .ok(),
             }
         };
-        let street = part("street", self.street, 200);
-        let city = part("city", self.city, 100);
-        let state = part("state", self.state, 100);
-        let zip_code = part("zipCode", self.zip_code, 20);
-        let country = part("country", self.country, 100);
+        let street = part("street", self.street, MAX_STREET);
+        let city = part("city", self.city, MAX_CITY);
+        let state = part("state", self.state, MAX_STATE);
+        let zip_code = part("zipCode", self.zip_code, MAX_ZIP_CODE);
+        let country = part("country", self.country, MAX_COUNTRY);
         Some(ShippingAddress {
             street: street?,
             city: city?,

@@ -81,7 +81,11 @@ impl utoipa::PartialSchema for Id {
         utoipa::openapi::ObjectBuilder::new()
             .schema_type(utoipa::openapi::schema::Type::String)
             .pattern(Some("^[0-9a-fA-F]{24}$"))
-            .examples([serde_json::json!("65a1f0c2e4b0a1b2c3d4e5f6")])
+            // Also as lengths: a regex `$` may match before a final line break in some dialects.
+            .min_length(Some(24))
+            .max_length(Some(24))
+            // The first product of the demo catalogue, so an example request finds something.
+            .examples([serde_json::json!(Id::fixed(101).to_string())])
             .into()
     }
 }

@@ -4,6 +4,7 @@
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use utoipa::openapi::schema::{ObjectBuilder, Type};
 
 use super::{text, Cents, FieldError, Id, ShippingAddress};
 
@@ -85,6 +86,15 @@ impl Quantity {
 
     pub fn get(self) -> u32 {
         self.0
+    }
+
+    /// What [`Quantity::parse`] accepts.
+    pub fn schema() -> ObjectBuilder {
+        ObjectBuilder::new()
+            .schema_type(Type::Integer)
+            .minimum(Some(1))
+            .maximum(Some(MAX_QUANTITY))
+            .examples([serde_json::json!(1)])
     }
 }
 
@@ -179,8 +189,14 @@ pub fn request_fingerprint(
     hex::encode(Sha256::digest(canonical.to_string().as_bytes()))
 }
 
+const MAX_PAYMENT_METHOD_LEN: usize = 50;
+
 pub fn parse_payment_method(raw: &str) -> Result<String, String> {
-    text::bounded(raw, 1, 50)
+    text::bounded(raw, 1, MAX_PAYMENT_METHOD_LEN)
+}
+
+pub fn payment_method_schema() -> ObjectBuilder {
+    text::schema(MAX_PAYMENT_METHOD_LEN).examples([serde_json::json!("credit_card")])
 }
 
 /// A line of a placed order, with the product's name and price as they were when ordered.

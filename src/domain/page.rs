@@ -1,6 +1,7 @@
 //! Pagination as the replaced service answers it: `{data, page, limit, total, totalPages}`.
 
 use serde::Serialize;
+use utoipa::openapi::schema::{Object, ObjectBuilder, Type};
 
 use super::FieldError;
 
@@ -17,13 +18,14 @@ pub struct PageRequest {
 
 impl PageRequest {
     /// Parses the raw query values. A `limit` above the cap is clamped (as the old service
-    /// did); anything that is not a positive whole number is refused.
+    /// did); anything that is not a positive whole number in digits is refused (an empty
+    /// value, white space or a sign too: the document says `integer`, and means it).
     pub fn parse(page: Option<&str>, limit: Option<&str>) -> Result<Self, Vec<FieldError>> {
         let mut errors = vec![];
-        let page = match page.map(str::trim) {
-            None | Some("") => 1,
-            Some(p) => match p.parse::<u64>() {
-                Ok(n) if (1..=u64::from(MAX_PAGE)).contains(&n) => n as u32,
+        let page = match page {
+            None => 1,
+            Some(p) => match digits(p) {
+                Some(n) if (1..=u64::from(MAX_PAGE)).contains(&n) => n as u32,
                 _ => {
                     errors.push(FieldError::new(
                         "page",
@@ -33,10 +35,10 @@ impl PageRequest {
                 }
             },
         };
-        let limit = match limit.map(str::trim) {
-            None | Some("") => DEFAULT_LIMIT,
-            Some(l) => match l.parse::<u64>() {
-                Ok(n) if n >= 1 => n.min(u64::from(MAX_LIMIT)) as u32,
+        let limit = match limit {
+            None => DEFAULT_LIMIT,
+            Some(l) => match digits(l) {
+                Some(n) if n >= 1 => n.min(u64::from(MAX_LIMIT)) as u32,
                 _ => {
                     errors.push(FieldError::new(
                         "limit",
@@ -56,6 +58,38 @@ impl PageRequest {
     pub fn offset(&self) -> u64 {
         u64::from(self.page - 1) * u64::from(self.limit)
     }
+
+    /// What [`PageRequest::parse`] accepts as `page`.
+    pub fn page_schema() -> Object {
+        ObjectBuilder::new()
+            .schema_type(Type::Integer)
+            .minimum(Some(1))
+            .maximum(Some(MAX_PAGE))
+            .default(Some(1.into()))
+            .description(Some("Page number, from 1"))
+            .build()
+    }
+
+    /// What [`PageRequest::parse`] accepts as `limit`: any whole number it can read, from 1.
+    pub fn limit_schema() -> Object {
+        ObjectBuilder::new()
+            .schema_type(Type::Integer)
+            .minimum(Some(1))
+            .maximum(Some(u64::MAX))
+            .default(Some(DEFAULT_LIMIT.into()))
+            .description(Some(format!(
+                "Page size, from 1; values above {MAX_LIMIT} are read as {MAX_LIMIT}"
+            )))
+            .build()
+    }
+}
+
+/// A number written in decimal digits only, as `u64` reads it (which would also take a `+`).
+fn digits(raw: &str) -> Option<u64> {
+    if raw.is_empty() || !raw.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    raw.parse().ok()
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -117,6 +151,11 @@ mod tests {
             (Some("x"), None),
             (None, Some("0")),
             (None, Some("1.5")),
+            (Some(""), None),
+            (Some(" 1"), None),
+            (Some("+1"), None),
+            (None, Some("")),
+            (None, Some("99999999999999999999999")),
         ] {
             assert!(PageRequest::parse(p, l).is_err(), "{p:?} {l:?}");
         }

@@ -3,7 +3,9 @@
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, SchemaFormat, Type};
 
+use super::money::MAX_UNIT_PRICE;
 use super::{text, Cents, FieldError, Id};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -49,12 +51,46 @@ impl ProductPatch {
     }
 }
 
+const MAX_NAME_LEN: usize = 200;
+const MAX_DESCRIPTION_LEN: usize = 2000;
+
 pub fn parse_product_name(raw: &str) -> Result<String, String> {
-    text::bounded(raw, 1, 200)
+    text::bounded(raw, 1, MAX_NAME_LEN)
 }
 
 pub fn parse_description(raw: &str) -> Result<String, String> {
-    text::bounded_multiline(raw, 2000)
+    text::bounded_multiline(raw, MAX_DESCRIPTION_LEN)
+}
+
+/// The schemas of the request fields, as `ProductFields` parses them: name, description, price
+/// and stock.
+pub fn name_schema() -> ObjectBuilder {
+    text::schema(MAX_NAME_LEN).examples([serde_json::json!("Mechanical keyboard")])
+}
+
+pub fn description_schema() -> ObjectBuilder {
+    text::multiline_schema(MAX_DESCRIPTION_LEN)
+        .examples([serde_json::json!("Tenkeyless, brown switches")])
+}
+
+pub fn price_schema() -> ObjectBuilder {
+    whole_number(0, MAX_UNIT_PRICE)
+        .description(Some("Unit price in integer cents"))
+        .examples([serde_json::json!(8999)])
+}
+
+pub fn stock_schema() -> ObjectBuilder {
+    whole_number(0, MAX_STOCK)
+        .description(Some("Units available to order"))
+        .examples([serde_json::json!(25)])
+}
+
+fn whole_number(min: i64, max: i64) -> ObjectBuilder {
+    ObjectBuilder::new()
+        .schema_type(Type::Integer)
+        .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int64)))
+        .minimum(Some(min))
+        .maximum(Some(max))
 }
 
 pub fn parse_stock(value: i64) -> Result<i64, String> {

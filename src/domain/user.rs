@@ -3,6 +3,7 @@
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use utoipa::openapi::schema::{ObjectBuilder, Type};
 
 use super::{text, Email, Id};
 
@@ -44,8 +45,26 @@ pub const MIN_PASSWORD_LEN: usize = 8;
 /// Argon2 accepts long inputs, but an unbounded one is a cheap way to burn our CPU.
 pub const MAX_PASSWORD_LEN: usize = 128;
 
+const MAX_NAME_LEN: usize = 100;
+
 pub fn parse_name(raw: &str) -> Result<String, String> {
-    text::bounded(raw, 1, 100)
+    text::bounded(raw, 1, MAX_NAME_LEN)
+}
+
+pub fn name_schema() -> ObjectBuilder {
+    text::schema(MAX_NAME_LEN).examples([serde_json::json!("Ann")])
+}
+
+/// What [`check_new_password`] accepts: a length, counted in characters as JSON Schema counts.
+pub fn new_password_schema() -> ObjectBuilder {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .min_length(Some(MIN_PASSWORD_LEN))
+        .max_length(Some(MAX_PASSWORD_LEN))
+        .description(Some(format!(
+            "{MIN_PASSWORD_LEN} to {MAX_PASSWORD_LEN} characters, any"
+        )))
+        .examples([serde_json::json!("correct horse battery")])
 }
 
 /// A password chosen at registration. Only the length is ruled on: composition rules push
