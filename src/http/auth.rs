@@ -3,10 +3,12 @@
 use actix_web::{web, HttpResponse};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use utoipa::openapi::{RefOr, Schema};
+use utoipa::{PartialSchema, ToSchema};
 
+use super::docs;
 use super::extract::{Auth, Json};
-use super::problem::{ApiError, Problem};
+use super::problem::ApiError;
 use super::ApiState;
 use crate::actors::auth::ask_auth;
 use crate::domain::{user, Email, FieldError, Id, Role, User};
@@ -62,30 +64,53 @@ impl From<Authenticated> for AuthResponse {
     }
 }
 
-#[derive(Deserialize, ToSchema)]
+#[derive(Deserialize)]
 pub struct RegisterRequest {
-    #[schema(example = "ann@example.com")]
     pub email: Option<String>,
-    /// At least 8 characters.
-    #[schema(example = "correct horse battery")]
     pub password: Option<String>,
-    #[schema(example = "Ann")]
     pub name: Option<String>,
 }
 
-#[derive(Deserialize, ToSchema)]
+impl PartialSchema for RegisterRequest {
+    fn schema() -> RefOr<Schema> {
+        docs::object([
+            ("email", Email::schema().into(), true),
+            ("password", user::new_password_schema().into(), true),
+            ("name", user::name_schema().into(), true),
+        ])
+    }
+}
+impl ToSchema for RegisterRequest {}
+
+/// Any strings: a wrong email or password is a 401 like any other, never a 400.
+#[derive(Deserialize)]
 pub struct LoginRequest {
-    #[schema(example = "user@example.com")]
     pub email: Option<String>,
-    #[schema(example = "user123")]
     pub password: Option<String>,
 }
 
-#[derive(Deserialize, ToSchema)]
+impl PartialSchema for LoginRequest {
+    fn schema() -> RefOr<Schema> {
+        docs::object([
+            ("email", docs::string("user@example.com"), true),
+            ("password", docs::string("user123"), true),
+        ])
+    }
+}
+impl ToSchema for LoginRequest {}
+
+#[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RefreshRequest {
     pub refresh_token: Option<String>,
 }
+
+impl PartialSchema for RefreshRequest {
+    fn schema() -> RefOr<Schema> {
+        docs::object([("refreshToken", docs::string("eyJhbGciOiJIUzI1NiJ9…"), true)])
+    }
+}
+impl ToSchema for RefreshRequest {}
 
 /// The client's address: the peer, or the first `X-Forwarded-For` hop when the service is
 /// configured to trust its proxy (never otherwise: clients could forge it to dodge throttling).
@@ -109,11 +134,11 @@ fn required(field: &str, value: Option<String>, errors: &mut Vec<FieldError>) ->
     value
 }
 
-#[utoipa::path(post, path = "/api/auth/register", tag = "auth", request_body = RegisterRequest,
+#[utoipa::path(post, path = "/api/auth/register", tag = "auth", operation_id = "register", request_body = RegisterRequest,
     responses(
         (status = 201, description = "Account created, with a token pair", body = AuthResponse),
-        (status = 400, description = "Invalid email, short password or empty name", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Email already registered", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Invalid email, password or name, or a body that is not JSON"),
+        (status = 409, description = "Email already registered (`email_taken`)"),
     ))]
 pub async fn register(
     state: web::Data<ApiState>,
@@ -152,12 +177,12 @@ pub async fn register(
     Ok(HttpResponse::Created().json(AuthResponse::from(done)))
 }
 
-#[utoipa::path(post, path = "/api/auth/login", tag = "auth", request_body = LoginRequest,
+#[utoipa::path(post, path = "/api/auth/login", tag = "auth", operation_id = "login", request_body = LoginRequest,
     responses(
         (status = 200, description = "Logged in", body = AuthResponse),
-        (status = 400, description = "Missing fields", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Wrong email or password (the same answer for both)", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Too many failed logins for this email or from this address; see Retry-After", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Missing fields, or a body that is not JSON"),
+        (status = 401, description = "Wrong email or password, the same answer for both (`invalid_credentials`)"),
+        (status = 429, description = "Too many failed logins for this email or from this address (`rate_limited`)"),
     ))]
 pub async fn login(
     state: web::Data<ApiState>,
@@ -188,11 +213,11 @@ pub async fn login(
     Ok(HttpResponse::Ok().json(AuthResponse::from(done)))
 }
 
-#[utoipa::path(post, path = "/api/auth/refresh", tag = "auth", request_body = RefreshRequest,
+#[utoipa::path(post, path = "/api/auth/refresh", tag = "auth", operation_id = "refreshTokens", request_body = RefreshRequest,
     responses(
         (status = 200, description = "A new token pair; the presented refresh token is spent", body = AuthResponse),
-        (status = 400, description = "Missing refreshToken", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Invalid, expired, revoked or already used refresh token", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Missing refreshToken, or a body that is not JSON"),
+        (status = 401, description = "Invalid, expired, revoked or already used refresh token"),
     ))]
 pub async fn refresh(
     state: web::Data<ApiState>,
@@ -206,10 +231,9 @@ pub async fn refresh(
     Ok(HttpResponse::Ok().json(AuthResponse::from(done)))
 }
 
-#[utoipa::path(post, path = "/api/auth/logout", tag = "auth", security(("bearer" = [])),
+#[utoipa::path(post, path = "/api/auth/logout", tag = "auth", operation_id = "logout", security(("bearer" = [])),
     responses(
         (status = 204, description = "Session ended: its access and refresh tokens stop working"),
-        (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn logout(
     state: web::Data<ApiState>,
@@ -225,10 +249,10 @@ pub async fn logout(
     Ok(HttpResponse::NoContent().finish())
 }
 
-#[utoipa::path(get, path = "/api/auth/me", tag = "auth", security(("bearer" = [])),
+#[utoipa::path(get, path = "/api/auth/me", tag = "auth", operation_id = "me", security(("bearer" = [])),
     responses(
         (status = 200, description = "The caller", body = UserView),
-        (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "The caller's account no longer exists"),
     ))]
 pub async fn me(
     state: web::Data<ApiState>,

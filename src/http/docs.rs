@@ -1,11 +1,25 @@
 //! The OpenAPI document, generated from the handlers' annotations, and Swagger UI served from
 //! the binary itself (the UI's files are compiled in, so it works offline).
+//!
+//! The document is a contract, checked by `tests/fuzz.rs` (schemathesis): every request it
+//! allows is accepted, every one it forbids is refused, every status, content type and body the
+//! service answers is in it. So the request schemas come from the same rules the parsers apply
+//! (`domain`), and the answers every operation of a kind can give are added here, in one place,
+//! from the facts that cause them ([`CommonResponses`]).
 
+use utoipa::openapi::content::ContentBuilder;
+use utoipa::openapi::header::HeaderBuilder;
+use utoipa::openapi::path::Operation;
+use utoipa::openapi::response::ResponseBuilder;
+use utoipa::openapi::schema::{ObjectBuilder, Schema, SchemaType, Type};
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::openapi::{Ref, RefOr, Response};
 use utoipa::{Modify, OpenApi};
 
 use super::{auth, health, orders, problem, products};
 use crate::domain;
+
+pub const PROBLEM_JSON: &str = "application/problem+json";
 
 #[derive(OpenApi)]
 #[openapi(
@@ -13,7 +27,9 @@ use crate::domain;
         title = "Order service",
         description = "Event-driven order processing: register, log in, browse products, place orders that are \
             processed asynchronously and confirmed by email. Amounts are integer cents. Errors are \
-            application/problem+json with a stable `code`.",
+            application/problem+json with a stable `code`. Request bodies are JSON (`application/json` \
+            or any `application/*+json`) of at most `BODY_LIMIT_BYTES` (1 MiB by default); unknown \
+            fields in them are ignored.",
         version = env!("CARGO_PKG_VERSION")
     ),
     paths(
@@ -25,12 +41,12 @@ use crate::domain;
     components(schemas(
         problem::Problem, domain::FieldError, crate::error::Shortage,
         auth::AuthResponse, auth::UserView, auth::RegisterRequest, auth::LoginRequest, auth::RefreshRequest,
-        products::ProductRequest, domain::Product, domain::Page<domain::Product>,
+        products::ProductRequest, products::ProductPatchRequest, domain::Product, domain::Page<domain::Product>,
         orders::CreateOrderRequest, orders::OrderItemRequest, domain::address::ShippingAddressInput,
         domain::Order, domain::OrderItem, domain::OrderStatus, domain::ShippingAddress, domain::Page<domain::Order>,
         health::Health, health::Readiness,
     )),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &CommonResponses),
     tags(
         (name = "auth", description = "Accounts and tokens"),
         (name = "products", description = "The catalogue"),
@@ -51,4 +67,143 @@ impl Modify for BearerAuth {
             Some("The accessToken from /api/auth/login or /api/auth/register".into());
         components.add_security_scheme("bearer", SecurityScheme::Http(scheme));
     }
+}
+
+/// The answers that follow from what an operation is rather than what it does:
+/// - a JSON body (the `Json` extractor): 400 (not JSON, or invalid fields), 413, 415;
+/// - a bearer token (the `Auth` extractor): 401;
+/// - any work on a backend (everything but `/health`): 503 while one is down, and 503 also
+///   when an actor's mailbox is full;
+/// - and every error is problem+json, with `WWW-Authenticate` on 401 and `Retry-After` on 429
+///   and on the 503s of `ApiError`.
+struct CommonResponses;
+
+impl Modify for CommonResponses {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            let operations = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ];
+            for operation in operations.into_iter().flatten() {
+                add_common_responses(path, operation);
+            }
+        }
+    }
+}
+
+fn add_common_responses(path: &str, operation: &mut Operation) {
+    let responses = &mut operation.responses.responses;
+    let mut add = |status: &str, description: &str| {
+        responses
+            .entry(status.to_string())
+            .or_insert_with(|| ResponseBuilder::new().description(description).into());
+    };
+    if operation.request_body.is_some() {
+        add(
+            "400",
+            "The body is not JSON (`malformed_json`) or has invalid fields (`validation_failed`, \
+             each named in `errors`)",
+        );
+        add(
+            "413",
+            "The body is larger than the limit (`payload_too_large`)",
+        );
+        add(
+            "415",
+            "The body is not declared as JSON (`unsupported_media_type`)",
+        );
+    }
+    if operation.security.is_some() {
+        add(
+            "401",
+            "No bearer token, or one that is invalid, expired or revoked (`unauthorized`)",
+        );
+    }
+    if path != "/health" {
+        add(
+            "503",
+            "A backend is unavailable or the service is overloaded; try again shortly",
+        );
+    }
+    for (status, response) in responses.iter_mut() {
+        if let RefOr::T(response) = response {
+            describe_error(status, path, response);
+        }
+    }
+}
+
+/// An error answer is a problem document, with the headers that go with its status.
+fn describe_error(status: &str, path: &str, response: &mut Response) {
+    if !status.starts_with('4') && !status.starts_with('5') {
+        return;
+    }
+    if response.content.is_empty() {
+        let problem = ContentBuilder::new()
+            .schema(Some(Ref::from_schema_name("Problem")))
+            .build();
+        response.content.insert(PROBLEM_JSON.to_string(), problem);
+    }
+    let header = |description: &str| {
+        HeaderBuilder::new()
+            .schema(ObjectBuilder::new().schema_type(Type::String))
+            .description(Some(description))
+            .build()
+    };
+    match status {
+        "401" => {
+            response.headers.insert(
+                "WWW-Authenticate".into(),
+                header("`Bearer`, with `error=\"invalid_token\"` when a token was refused"),
+            );
+        }
+        // `/ready` answers its own 503, which names the failing backends instead.
+        "429" | "503" if path != "/ready" => {
+            response
+                .headers
+                .insert("Retry-After".into(), header("Seconds to wait"));
+        }
+        _ => {}
+    }
+}
+
+/// An object schema of the given properties, each with whether it is required.
+pub fn object<const N: usize>(properties: [(&str, RefOr<Schema>, bool); N]) -> RefOr<Schema> {
+    properties
+        .into_iter()
+        .fold(
+            ObjectBuilder::new().schema_type(Type::Object),
+            |object, (name, schema, required)| {
+                let object = object.property(name, schema);
+                if required {
+                    object.required(name)
+                } else {
+                    object
+                }
+            },
+        )
+        .into()
+}
+
+/// Any string, with an example.
+pub fn string(example: &str) -> RefOr<Schema> {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .examples([serde_json::json!(example)])
+        .into()
+}
+
+/// `schema` or `null` (which the parsers read as absent).
+pub fn or_null(schema: ObjectBuilder, of: Type) -> RefOr<Schema> {
+    schema
+        .schema_type(SchemaType::from_iter([of, Type::Null]))
+        .into()
+}
+
+/// A reference to a component schema.
+pub fn reference<T: utoipa::ToSchema>() -> RefOr<Schema> {
+    RefOr::Ref(Ref::from_schema_name(T::name()))
 }

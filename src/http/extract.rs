@@ -83,7 +83,7 @@ impl<T: DeserializeOwned + 'static> FromRequest for Json<T> {
 
 pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     let mut de = serde_json::Deserializer::from_slice(body);
-    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+    let Object(value) = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
         let message = strip_position(&inner.to_string());
@@ -109,6 +109,77 @@ pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     de.end()
         .map_err(|e| ApiError::MalformedJson(e.to_string()))?;
     Ok(value)
+}
+
+/// A value that must be a JSON object. A derived `Deserialize` also takes an array of the
+/// fields' values in order (`["ann@example.com", "secret", "Ann"]` as a registration), which no
+/// client means and the document does not allow; bodies are read through this, and so must be
+/// the objects nested in them.
+#[derive(Debug)]
+pub struct Object<T>(pub T);
+
+impl<'de, T: serde::Deserialize<'de>> serde::Deserialize<'de> for Object<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct OnlyMaps<T>(std::marker::PhantomData<T>);
+        impl<'de, T: serde::Deserialize<'de>> serde::de::Visitor<'de> for OnlyMaps<T> {
+            type Value = T;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+                // The same map access, so the field path of a nested error is still tracked.
+                T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+            }
+        }
+        d.deserialize_map(OnlyMaps(std::marker::PhantomData))
+            .map(Object)
+    }
+}
+
+/// For `#[serde(default, deserialize_with = "whole_number")]` on an `Option<i64>` field: a whole
+/// number, which JSON may write `5` or `5.0`. JSON Schema's `integer` is both, so the document
+/// can not promise one without the other; `5.5` and numbers beyond `i64` are still refused.
+pub fn whole_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+    struct Whole;
+    impl serde::de::Visitor<'_> for Whole {
+        type Value = i64;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a whole number")
+        }
+        fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<i64, E> {
+            Ok(v)
+        }
+        fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<i64, E> {
+            i64::try_from(v)
+                .map_err(|_| E::invalid_value(serde::de::Unexpected::Unsigned(v), &self))
+        }
+        fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<i64, E> {
+            // 2^63: the first float past i64::MAX; every float below it and integral fits.
+            const LIMIT: f64 = 9_223_372_036_854_775_808.0;
+            if v.fract() == 0.0 && (-LIMIT..LIMIT).contains(&v) {
+                Ok(v as i64)
+            } else {
+                Err(E::invalid_type(serde::de::Unexpected::Float(v), &self))
+            }
+        }
+    }
+    struct MaybeWhole;
+    impl<'de> serde::de::Visitor<'de> for MaybeWhole {
+        type Value = Option<i64>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a whole number or null")
+        }
+        fn visit_none<E: serde::de::Error>(self) -> Result<Option<i64>, E> {
+            Ok(None)
+        }
+        fn visit_unit<E: serde::de::Error>(self) -> Result<Option<i64>, E> {
+            Ok(None)
+        }
+        fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Option<i64>, D::Error> {
+            d.deserialize_any(Whole).map(Some)
+        }
+    }
+    d.deserialize_option(MaybeWhole)
 }
 
 /// serde_json appends "at line 1 column 30" to data errors; the field path says more.
@@ -218,6 +289,69 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[derive(serde::Deserialize, Debug)]
+    struct Counted {
+        #[serde(default, deserialize_with = "whole_number")]
+        n: Option<i64>,
+    }
+
+    #[test]
+    fn whole_numbers_may_be_written_as_floats() {
+        for (json, n) in [
+            (r#"{"n": 5}"#, Some(5)),
+            (r#"{"n": 5.0}"#, Some(5)),
+            (r#"{"n": -2e3}"#, Some(-2000)),
+            (r#"{"n": null}"#, None),
+            (r#"{}"#, None),
+        ] {
+            assert_eq!(
+                parse_json::<Counted>(json.as_bytes()).unwrap().n,
+                n,
+                "{json}"
+            );
+        }
+        for json in [
+            r#"{"n": 5.5}"#,
+            r#"{"n": 1e19}"#,
+            r#"{"n": 9223372036854775808}"#,
+            r#"{"n": "5"}"#,
+        ] {
+            match parse_json::<Counted>(json.as_bytes()) {
+                Err(ApiError::App(AppError::Validation(e))) => {
+                    assert_eq!(e[0].field, "n", "{json}")
+                }
+                other => panic!("{json}: {other:?}"),
+            }
+        }
+    }
+
+    #[derive(serde::Deserialize, Debug)]
+    #[allow(dead_code)]
+    struct Nested {
+        inner: Option<Object<Counted>>,
+        list: Option<Vec<Object<Counted>>>,
+    }
+
+    #[test]
+    fn objects_are_not_taken_from_arrays() {
+        for (json, field) in [
+            (r#"[5]"#, "body"),
+            (r#"{"inner": [5]}"#, "inner"),
+            (r#"{"list": [{"n": 1}, [5]]}"#, "list[1]"),
+            (r#"{"inner": {"n": "x"}}"#, "inner.n"),
+        ] {
+            match parse_json::<Nested>(json.as_bytes()) {
+                Err(ApiError::App(AppError::Validation(e))) => {
+                    assert_eq!(e[0].field, field, "{json}")
+                }
+                other => panic!("{json}: {other:?}"),
+            }
+        }
+        let ok =
+            parse_json::<Nested>(br#"{"inner": {"n": 2}, "list": [{}], "other": [1]}"#).unwrap();
+        assert_eq!(ok.inner.unwrap().0.n, Some(2));
     }
 
     #[test]

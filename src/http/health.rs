@@ -8,7 +8,6 @@ use serde::Serialize;
 use serde_json::json;
 use utoipa::ToSchema;
 
-use super::problem::Problem;
 use crate::app::Backends;
 
 const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
@@ -27,15 +26,17 @@ pub struct Readiness {
     pub checks: BTreeMap<&'static str, String>,
 }
 
-#[utoipa::path(get, path = "/health", tag = "operations", responses((status = 200, description = "The process is alive", body = Health)))]
+#[utoipa::path(get, path = "/health", tag = "operations", operation_id = "health",
+    responses((status = 200, description = "The process is alive", body = Health)))]
 pub async fn health() -> HttpResponse {
     HttpResponse::Ok().json(Health { status: "ok" })
 }
 
-#[utoipa::path(get, path = "/ready", tag = "operations",
+#[utoipa::path(get, path = "/ready", tag = "operations", operation_id = "ready",
     responses(
         (status = 200, description = "Every configured backend answers", body = Readiness),
-        (status = 503, description = "A backend does not answer; `unavailable` names it", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "A backend does not answer (`not_ready`): `unavailable` names them, `checks` has \
+            every backend's state"),
     ))]
 pub async fn ready(backends: web::Data<Backends>) -> HttpResponse {
     let b = backends.get_ref();

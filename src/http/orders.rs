@@ -2,39 +2,73 @@
 
 use actix_web::{web, HttpResponse};
 use serde::Deserialize;
-use utoipa::ToSchema;
+use utoipa::openapi::schema::{ArrayBuilder, Schema};
+use utoipa::openapi::RefOr;
+use utoipa::{PartialSchema, ToSchema};
 
-use super::extract::{parse_path_id, Auth, Json, RequestId};
-use super::problem::{ApiError, Problem};
+use super::docs;
+use super::extract::{parse_path_id, whole_number, Auth, Json, Object, RequestId};
+use super::problem::ApiError;
 use super::products::{page_query, PageQuery};
 use super::ApiState;
 use crate::actors::{ask, order::NAME};
 use crate::domain::address::ShippingAddressInput;
-use crate::domain::order::{parse_lines, parse_payment_method, request_fingerprint};
-use crate::domain::{FieldError, Order, Page};
+use crate::domain::order::{
+    parse_lines, parse_payment_method, payment_method_schema, request_fingerprint, MAX_ITEMS,
+};
+use crate::domain::{FieldError, Id, Order, Page, Quantity};
 use crate::error::AppError;
 use crate::messages::order::{CancelOrder, CreateOrder, GetOrder, IdempotencyKey, ListOrders};
 
-#[derive(Deserialize, ToSchema)]
+#[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct OrderItemRequest {
-    #[schema(example = "65a1f0c2e4b0a1b2c3d4e5f6")]
     pub product_id: Option<String>,
-    /// 1 to 1000.
-    #[schema(example = 1, minimum = 1, maximum = 1000)]
+    #[serde(default, deserialize_with = "whole_number")]
     pub quantity: Option<i64>,
 }
 
+impl PartialSchema for OrderItemRequest {
+    fn schema() -> RefOr<Schema> {
+        docs::object([
+            ("productId", docs::reference::<Id>(), true),
+            ("quantity", Quantity::schema().into(), true),
+        ])
+    }
+}
+impl ToSchema for OrderItemRequest {}
+
 /// Exactly the body of the service this one replaces.
-#[derive(Deserialize, ToSchema)]
+#[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CreateOrderRequest {
-    /// 1 to 100 lines; the same product twice is merged.
-    pub items: Option<Vec<OrderItemRequest>>,
-    pub shipping_address: Option<ShippingAddressInput>,
-    #[schema(example = "credit_card")]
+    pub items: Option<Vec<Object<OrderItemRequest>>>,
+    pub shipping_address: Option<Object<ShippingAddressInput>>,
     pub payment_method: Option<String>,
 }
+
+impl PartialSchema for CreateOrderRequest {
+    fn schema() -> RefOr<Schema> {
+        let items = ArrayBuilder::new()
+            .items(docs::reference::<OrderItemRequest>())
+            .min_items(Some(1))
+            .max_items(Some(MAX_ITEMS))
+            .description(Some(format!(
+                "1 to {MAX_ITEMS} lines; lines of the same product are merged into one, whose \
+                 quantity must stay within the bound of one line's"
+            )));
+        docs::object([
+            ("items", items.into(), true),
+            (
+                "shippingAddress",
+                docs::reference::<ShippingAddressInput>(),
+                true,
+            ),
+            ("paymentMethod", payment_method_schema().into(), true),
+        ])
+    }
+}
+impl ToSchema for CreateOrderRequest {}
 
 /// The optional `Idempotency-Key` header: 1 to 255 visible ASCII characters.
 fn idempotency_key(req: &actix_web::HttpRequest) -> Result<Option<String>, ApiError> {
@@ -52,20 +86,23 @@ fn idempotency_key(req: &actix_web::HttpRequest) -> Result<Option<String>, ApiEr
     Ok(Some(key.to_string()))
 }
 
-#[utoipa::path(post, path = "/api/orders", tag = "orders", request_body = CreateOrderRequest, security(("bearer" = [])),
-    params(("Idempotency-Key" = Option<String>, Header,
-        description = "Makes retries safe: the same key with the same body returns the original order (with \
-            `Idempotent-Replayed: true`) without reserving stock again; with a different body it is 422. \
-            Keys are per user and kept at least 24 hours.")),
+#[utoipa::path(post, path = "/api/orders", tag = "orders", operation_id = "createOrder",
+    request_body = CreateOrderRequest, security(("bearer" = [])),
+    params(("Idempotency-Key" = Option<String>, Header, nullable = false, min_length = 1, max_length = 255, pattern = "^[!-~]+$",
+        description = "Optional; makes retries safe: the same key with the same body returns the original order \
+            (with `Idempotent-Replayed: true`) without reserving stock again; with a different body it is 422. \
+            Keys are per user and kept at least 24 hours; 1 to 255 visible ASCII characters.")),
     responses(
         (status = 201, description = "Accepted: stock reserved, order pending and queued", body = Order,
-            headers(("Location" = String, description = "The order's URL"))),
-        (status = 400, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "Unknown product(s), listed in productIds", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Not enough stock; every short item in shortages; nothing reserved", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Idempotency-Key reused with a different body", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "A backend is unavailable; nothing was reserved", body = Problem, content_type = "application/problem+json"),
+            headers(
+                ("Location" = String, description = "The order's URL"),
+                ("Idempotent-Replayed" = String, description = "`true` when this is the answer to an earlier request with the same Idempotency-Key"),
+            )),
+        (status = 400, description = "Invalid fields, or an invalid Idempotency-Key"),
+        (status = 404, description = "Unknown product(s), listed in productIds; nothing reserved"),
+        (status = 409, description = "Not enough stock; every short item in shortages; nothing reserved"),
+        (status = 422, description = "Idempotency-Key reused with a different body"),
+        (status = 503, description = "A backend is unavailable; nothing was reserved"),
     ))]
 pub async fn create(
     state: web::Data<ApiState>,
@@ -84,7 +121,7 @@ pub async fn create(
         Some(items) => parse_lines(
             items
                 .into_iter()
-                .map(|i| (i.product_id, i.quantity))
+                .map(|Object(i)| (i.product_id, i.quantity))
                 .collect(),
             &mut errors,
         ),
@@ -94,7 +131,7 @@ pub async fn create(
             errors.push(FieldError::new("shippingAddress", "is required"));
             None
         }
-        Some(a) => a.parse("shippingAddress", &mut errors),
+        Some(Object(a)) => a.parse("shippingAddress", &mut errors),
     };
     let payment_method = match body.payment_method {
         None => {
@@ -138,11 +175,10 @@ pub async fn create(
     Ok(response.json(placed.order))
 }
 
-#[utoipa::path(get, path = "/api/orders", tag = "orders", params(PageQuery), security(("bearer" = [])),
+#[utoipa::path(get, path = "/api/orders", tag = "orders", operation_id = "listOrders", params(PageQuery), security(("bearer" = [])),
     responses(
         (status = 200, description = "The caller's orders, newest first", body = Page<Order>),
-        (status = 400, description = "Bad page or limit", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Bad page or limit, or a query string that can not be read"),
     ))]
 pub async fn list(
     state: web::Data<ApiState>,
@@ -154,13 +190,12 @@ pub async fn list(
     Ok(HttpResponse::Ok().json(orders))
 }
 
-#[utoipa::path(get, path = "/api/orders/{id}", tag = "orders", security(("bearer" = [])),
-    params(("id" = String, Path, description = "Order id (24 hex characters)")),
+#[utoipa::path(get, path = "/api/orders/{id}", tag = "orders", operation_id = "getOrder", security(("bearer" = [])),
+    params(("id" = Id, Path, description = "Order id")),
     responses(
         (status = 200, description = "The order", body = Order),
-        (status = 400, description = "Malformed id", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such order, or not the caller's", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Malformed id"),
+        (status = 404, description = "No such order, or not the caller's"),
     ))]
 pub async fn get(
     state: web::Data<ApiState>,
@@ -180,14 +215,13 @@ pub async fn get(
     Ok(HttpResponse::Ok().json(order))
 }
 
-#[utoipa::path(post, path = "/api/orders/{id}/cancel", tag = "orders", security(("bearer" = [])),
-    params(("id" = String, Path, description = "Order id (24 hex characters)")),
+#[utoipa::path(post, path = "/api/orders/{id}/cancel", tag = "orders", operation_id = "cancelOrder", security(("bearer" = [])),
+    params(("id" = Id, Path, description = "Order id")),
     responses(
         (status = 200, description = "Cancelled; its stock is back", body = Order),
-        (status = 400, description = "Malformed id", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such order, or not the caller's", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "The order is no longer pending", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Malformed id"),
+        (status = 404, description = "No such order, or not the caller's"),
+        (status = 409, description = "The order is no longer pending (`invalid_order_state`, with currentStatus)"),
     ))]
 pub async fn cancel(
     state: web::Data<ApiState>,

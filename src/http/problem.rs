@@ -29,14 +29,17 @@ pub enum ApiError {
     MethodNotAllowed(&'static str),
 }
 
-/// The problem document, as the OpenAPI document describes it.
+/// The problem document, as the OpenAPI document describes it (`error_response` writes it).
 #[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
 pub struct Problem {
+    /// `urn:order-service:problem:` and the code.
     #[schema(example = "urn:order-service:problem:validation_failed")]
     pub r#type: String,
     #[schema(example = "Invalid request")]
     pub title: String,
-    #[schema(example = 400)]
+    /// The HTTP status.
+    #[schema(example = 400, minimum = 400, maximum = 599)]
     pub status: u16,
     pub detail: String,
     /// Stable, machine-readable error code.
@@ -50,7 +53,7 @@ pub struct Problem {
     pub errors: Option<Vec<FieldError>>,
     /// The unknown products, for `product_not_found`.
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Vec<String>>)]
+    #[schema(value_type = Option<Vec<crate::domain::Id>>)]
     pub product_ids: Option<Vec<String>>,
     /// Every short item, for `insufficient_stock`.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -58,6 +61,10 @@ pub struct Problem {
     /// The order's status, for `invalid_order_state`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub current_status: Option<crate::domain::OrderStatus>,
+    /// Seconds to wait, for `rate_limited` (also in `Retry-After`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1)]
+    pub retry_after: Option<u64>,
 }
 
 struct Parts {

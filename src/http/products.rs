@@ -2,25 +2,26 @@
 
 use actix_web::{web, HttpResponse};
 use serde::Deserialize;
-use utoipa::{IntoParams, ToSchema};
+use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+use utoipa::openapi::RefOr;
+use utoipa::{IntoParams, PartialSchema, ToSchema};
 
-use super::extract::{parse_path_id, Admin, Json};
-use super::problem::{ApiError, Problem};
+use super::docs;
+use super::extract::{parse_path_id, whole_number, Admin, Json};
+use super::problem::ApiError;
 use super::ApiState;
 use crate::actors::{ask, inventory::NAME};
-use crate::domain::product::ProductFields;
-use crate::domain::{Page, PageRequest, Product};
+use crate::domain::product::{self, ProductFields};
+use crate::domain::{Id, Page, PageRequest, Product};
 use crate::error::AppError;
 use crate::messages::inventory::{CreateProduct, GetProduct, ListProducts, UpdateProduct};
 
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct PageQuery {
-    /// Page number, from 1.
-    #[param(minimum = 1)]
+    #[param(schema_with = PageRequest::page_schema)]
     pub page: Option<String>,
-    /// Page size, 1 to 100 (larger values are capped at 100); default 10.
-    #[param(minimum = 1)]
+    #[param(schema_with = PageRequest::limit_schema)]
     pub limit: Option<String>,
 }
 
@@ -38,17 +39,60 @@ pub fn page_query(req: &actix_web::HttpRequest) -> Result<PageRequest, ApiError>
     query.parse()
 }
 
-#[derive(Deserialize, ToSchema)]
+/// The body of `POST /api/products`, and (see [`ProductPatchRequest`]) of `PATCH`.
+#[derive(Deserialize)]
 pub struct ProductRequest {
-    #[schema(example = "Mechanical keyboard")]
     pub name: Option<String>,
     pub description: Option<String>,
-    /// Unit price in integer cents.
-    #[schema(example = 8999, minimum = 0)]
+    #[serde(default, deserialize_with = "whole_number")]
     pub price: Option<i64>,
-    #[schema(example = 25, minimum = 0)]
+    #[serde(default, deserialize_with = "whole_number")]
     pub stock: Option<i64>,
 }
+
+/// The fields of a product: name, schema, JSON type, and whether a new product must have it.
+fn field_schemas() -> [(&'static str, ObjectBuilder, Type, bool); 4] {
+    [
+        ("name", product::name_schema(), Type::String, true),
+        (
+            "description",
+            product::description_schema(),
+            Type::String,
+            false,
+        ),
+        ("price", product::price_schema(), Type::Integer, true),
+        ("stock", product::stock_schema(), Type::Integer, false),
+    ]
+}
+
+/// A new product: a name and a price; no description is an empty one, no stock is 0.
+impl PartialSchema for ProductRequest {
+    fn schema() -> RefOr<Schema> {
+        docs::object(field_schemas().map(|(name, schema, of, needed)| {
+            if needed {
+                (name, schema.into(), true)
+            } else {
+                (name, docs::or_null(schema, of), false)
+            }
+        }))
+    }
+}
+impl ToSchema for ProductRequest {}
+
+/// The body of `PATCH /api/products/{id}`, for the document only: the handler reads a
+/// [`ProductRequest`], every field optional.
+pub struct ProductPatchRequest;
+
+/// Any of the fields; one absent or `null` stays as it is (so `{}` changes nothing, as a JSON
+/// merge patch would).
+impl PartialSchema for ProductPatchRequest {
+    fn schema() -> RefOr<Schema> {
+        docs::object(
+            field_schemas().map(|(name, schema, of, _)| (name, docs::or_null(schema, of), false)),
+        )
+    }
+}
+impl ToSchema for ProductPatchRequest {}
 
 impl ProductRequest {
     fn fields(self) -> ProductFields {
@@ -61,10 +105,10 @@ impl ProductRequest {
     }
 }
 
-#[utoipa::path(get, path = "/api/products", tag = "products", params(PageQuery),
+#[utoipa::path(get, path = "/api/products", tag = "products", operation_id = "listProducts", params(PageQuery),
     responses(
-        (status = 200, description = "A page of products", body = Page<Product>),
-        (status = 400, description = "Bad page or limit", body = Problem, content_type = "application/problem+json"),
+        (status = 200, description = "A page of products, oldest first", body = Page<Product>),
+        (status = 400, description = "Bad page or limit, or a query string that can not be read"),
     ))]
 pub async fn list(
     state: web::Data<ApiState>,
@@ -75,12 +119,12 @@ pub async fn list(
     Ok(HttpResponse::Ok().json(products))
 }
 
-#[utoipa::path(get, path = "/api/products/{id}", tag = "products",
-    params(("id" = String, Path, description = "Product id (24 hex characters)")),
+#[utoipa::path(get, path = "/api/products/{id}", tag = "products", operation_id = "getProduct",
+    params(("id" = Id, Path, description = "Product id")),
     responses(
         (status = 200, description = "The product", body = Product),
-        (status = 400, description = "Malformed id", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such product", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Malformed id"),
+        (status = 404, description = "No such product"),
     ))]
 pub async fn get(
     state: web::Data<ApiState>,
@@ -91,12 +135,12 @@ pub async fn get(
     Ok(HttpResponse::Ok().json(product))
 }
 
-#[utoipa::path(post, path = "/api/products", tag = "products", request_body = ProductRequest, security(("bearer" = [])),
+#[utoipa::path(post, path = "/api/products", tag = "products", operation_id = "createProduct",
+    request_body = ProductRequest, security(("bearer" = [])),
     responses(
-        (status = 201, description = "Created", body = Product),
-        (status = 400, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
+        (status = 201, description = "Created", body = Product,
+            headers(("Location" = String, description = "The product's URL"))),
+        (status = 403, description = "Not an admin"),
     ))]
 pub async fn create(
     state: web::Data<ApiState>,
@@ -113,14 +157,14 @@ pub async fn create(
         .json(product))
 }
 
-#[utoipa::path(patch, path = "/api/products/{id}", tag = "products", request_body = ProductRequest, security(("bearer" = [])),
-    params(("id" = String, Path, description = "Product id (24 hex characters)")),
+#[utoipa::path(patch, path = "/api/products/{id}", tag = "products", operation_id = "updateProduct",
+    request_body = ProductPatchRequest, security(("bearer" = [])),
+    params(("id" = Id, Path, description = "Product id")),
     responses(
-        (status = 200, description = "Updated", body = Product),
-        (status = 400, description = "Invalid fields or id", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Not authenticated", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such product", body = Problem, content_type = "application/problem+json"),
+        (status = 200, description = "Updated (or, with no field set, as it was)", body = Product),
+        (status = 400, description = "Invalid fields or id"),
+        (status = 403, description = "Not an admin"),
+        (status = 404, description = "No such product"),
     ))]
 pub async fn update(
     state: web::Data<ApiState>,
@@ -134,13 +178,6 @@ pub async fn update(
         .fields()
         .parse_patch()
         .map_err(AppError::Validation)?;
-    if patch.is_empty() {
-        return Err(AppError::field(
-            "body",
-            "must set at least one of name, description, price, stock",
-        )
-        .into());
-    }
     let product = ask(NAME, &state.inventory, UpdateProduct { id, patch }).await?;
     Ok(HttpResponse::Ok().json(product))
 }
