@@ -140,17 +140,19 @@ pub async fn run(config: Config, role: Role) -> anyhow::Result<()> {
         let mailer = backends.mailer.clone();
         Supervisor::start_in_arbiter(&Arbiter::new().handle(), move |_| MailerActor { mailer })
     };
+    let order_actor = OrderActor {
+        store: backends.store.clone(),
+        cache: backends.cache.clone(),
+        sender: SendBatcher::start(backends.queue.clone(), SEND_LINGER),
+        inventory: inventory.clone(),
+        mailer: mailer.clone(),
+        cache_ttl: config.cache_ttl,
+        processing_time: config.queue.processing_time,
+        outbox_busy: Arc::new(AtomicBool::new(false)),
+        runs_outbox: true,
+    };
     let orders = {
-        let actor = OrderActor {
-            store: backends.store.clone(),
-            cache: backends.cache.clone(),
-            sender: SendBatcher::start(backends.queue.clone(), SEND_LINGER),
-            inventory: inventory.clone(),
-            mailer: mailer.clone(),
-            cache_ttl: config.cache_ttl,
-            processing_time: config.queue.processing_time,
-            outbox_busy: Arc::new(AtomicBool::new(false)),
-        };
+        let actor = order_actor.clone();
         Supervisor::start_in_arbiter(&Arbiter::new().handle(), move |_| actor.clone())
     };
     let auth = {
@@ -167,10 +169,19 @@ pub async fn run(config: Config, role: Role) -> anyhow::Result<()> {
         Supervisor::start_in_arbiter(&Arbiter::new().handle(), move |_| actor.clone())
     };
     let poller = role.runs_worker().then(|| {
-        let (queue, orders, settings) =
-            (backends.queue.clone(), orders.clone(), config.queue.clone());
-        Supervisor::start_in_arbiter(&Arbiter::new().handle(), move |_| {
-            SqsPollerActor::new(queue.clone(), orders.clone(), settings.clone())
+        // Queue processing has an OrderActor of its own, on the poller's thread: a flood of new
+        // orders can not queue ahead of the work that completes them (under overload they
+        // would share one mailbox and completions would stall), and a message reaches its
+        // handler without crossing threads.
+        let arbiter = Arbiter::new().handle();
+        let processor = OrderActor {
+            runs_outbox: false,
+            ..order_actor.clone()
+        };
+        let processing = Supervisor::start_in_arbiter(&arbiter, move |_| processor.clone());
+        let (queue, settings) = (backends.queue.clone(), config.queue.clone());
+        Supervisor::start_in_arbiter(&arbiter, move |_| {
+            SqsPollerActor::new(queue.clone(), processing.clone(), settings.clone())
         })
     });
 

@@ -73,12 +73,17 @@ pub struct OrderActor {
     pub processing_time: Duration,
     /// Set while a reconciler pass runs, so slow passes never pile up.
     pub outbox_busy: Arc<AtomicBool>,
+    /// Whether this instance runs the outbox reconciler (one instance per process does).
+    pub runs_outbox: bool,
 }
 
 impl Actor for OrderActor {
     type Context = Context<Self>;
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
+        if !self.runs_outbox {
+            return;
+        }
         ctx.run_interval(OUTBOX_INTERVAL, |actor, ctx| {
             if actor.outbox_busy.swap(true, Ordering::AcqRel) {
                 return;
