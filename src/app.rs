@@ -9,6 +9,7 @@ use actix_cors::Cors;
 use actix_web::middleware::{from_fn, Condition};
 use actix_web::{web, App, HttpServer};
 
+use crate::actors::admission::Admission;
 use crate::actors::auth::{start_password_hasher, AuthActor};
 use crate::actors::inventory::InventoryActor;
 use crate::actors::mailer::MailerActor;
@@ -150,6 +151,7 @@ pub async fn run(config: Config, role: Role) -> anyhow::Result<()> {
         processing_time: config.queue.processing_time,
         outbox_busy: Arc::new(AtomicBool::new(false)),
         runs_outbox: true,
+        admission: Admission::new(config.max_orders_in_flight),
     };
     let orders = {
         let actor = order_actor.clone();

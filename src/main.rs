@@ -3,6 +3,12 @@
 use clap::{Parser, Subcommand};
 use order_service::{app, config::Config, telemetry};
 
+/// mimalloc instead of glibc's malloc: the request path allocates small short-lived buffers on
+/// many threads, where glibc's per-thread arenas cost a fifth of the service's CPU in a profile
+/// and kept freed memory resident (BENCHMARKS.md has the numbers).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "order-service",

@@ -14,6 +14,7 @@ use std::time::Duration;
 use actix::prelude::*;
 use tracing::Instrument;
 
+use super::admission::Admission;
 use super::inventory::{self, InventoryActor};
 use super::mailer::{self, MailerActor};
 use super::{ask, count_restart, guarded, MAILBOX_CAPACITY};
@@ -75,6 +76,8 @@ pub struct OrderActor {
     pub outbox_busy: Arc<AtomicBool>,
     /// Whether this instance runs the outbox reconciler (one instance per process does).
     pub runs_outbox: bool,
+    /// Bounds the creations in flight (`MAX_ORDERS_IN_FLIGHT`); the rest are shed.
+    pub admission: Arc<Admission>,
 }
 
 impl Actor for OrderActor {
@@ -501,7 +504,16 @@ impl OrderActor {
 impl Handler<CreateOrder> for OrderActor {
     type Result = ResponseActFuture<Self, Result<PlacedOrder, AppError>>;
     fn handle(&mut self, msg: CreateOrder, _: &mut Context<Self>) -> Self::Result {
-        guarded(NAME, self.clone().create(msg))
+        let Some(permit) = self.admission.try_admit() else {
+            metrics::counter!(ORDERS_SHED_TOTAL).increment(1);
+            return Box::pin(actix::fut::ready(Err(AppError::Overloaded)));
+        };
+        let this = self.clone();
+        guarded(NAME, async move {
+            let placed = this.create(msg).await;
+            drop(permit);
+            placed
+        })
     }
 }
 

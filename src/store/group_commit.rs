@@ -155,7 +155,7 @@ fn run_group(
     backend: &'static str,
     map_error: ErrorMapper,
 ) {
-    if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+    if let Err(e) = exec(conn, "BEGIN IMMEDIATE") {
         // Another process held the write lock past the busy timeout, or the file is gone.
         let error = map_error(e);
         for job in jobs {
@@ -166,7 +166,7 @@ fn run_group(
     let mut ran: Vec<Box<dyn Outcome>> = Vec::with_capacity(jobs.len());
     let mut lost = None;
     for job in jobs.by_ref() {
-        if let Err(e) = conn.execute_batch("SAVEPOINT job") {
+        if let Err(e) = exec(conn, "SAVEPOINT job") {
             job.refuse(map_error(e));
             lost = Some(BackendError::unavailable(
                 backend,
@@ -185,9 +185,9 @@ fn run_group(
         if !keep {
             // Undo this job alone. If SQLite already rolled the whole transaction back (a full
             // disk, an I/O error), this fails and the autocommit check below notices.
-            let _ = conn.execute_batch("ROLLBACK TO job");
+            let _ = exec(conn, "ROLLBACK TO job");
         }
-        let _ = conn.execute_batch("RELEASE job");
+        let _ = exec(conn, "RELEASE job");
         if let Ok(outcome) = outcome {
             ran.push(outcome);
         }
@@ -202,13 +202,13 @@ fn run_group(
     let committed = match lost {
         Some(error) => {
             if !conn.is_autocommit() {
-                let _ = conn.execute_batch("ROLLBACK");
+                let _ = exec(conn, "ROLLBACK");
             }
             Err(error)
         }
-        None => conn.execute_batch("COMMIT").map_err(|e| {
+        None => exec(conn, "COMMIT").map_err(|e| {
             if !conn.is_autocommit() {
-                let _ = conn.execute_batch("ROLLBACK");
+                let _ = exec(conn, "ROLLBACK");
             }
             map_error(e)
         }),
@@ -216,6 +216,12 @@ fn run_group(
     for outcome in ran {
         outcome.answer(committed.clone());
     }
+}
+
+/// Runs one of the group's own statements from the statement cache: they run several times
+/// per job, and parsing them anew each time was a visible share of the writer's time.
+fn exec(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([]).map(drop)
 }
 
 fn panic_text(panic: &Box<dyn std::any::Any + Send>) -> &str {
