@@ -32,9 +32,9 @@ pub struct BackendKinds {
     pub mailer: &'static str,
 }
 
-/// Bytes of keys and values the embedded cache holds at most: some 40,000 typical orders,
+/// Bytes of keys and values the embedded cache holds at most: some 20,000 typical orders,
 /// far more than the orders clients are following at any moment, in a bounded footprint.
-const MEMORY_CACHE_BYTES: u64 = 32 * 1024 * 1024;
+const MEMORY_CACHE_BYTES: u64 = 16 * 1024 * 1024;
 /// Prefix of every Redis key, so deployments can share a Redis.
 const REDIS_KEY_PREFIX: &str = "order-service:";
 
