@@ -60,9 +60,16 @@ async fn wait_for_shutdown_signal() {
     let _ = tokio::signal::ctrl_c().await;
 }
 
-/// How long a queue send waits for others to share its batch: small next to a request's
-/// latency, long enough to fill batches under load (fewer SQS requests per order).
-const SEND_LINGER: std::time::Duration = std::time::Duration::from_millis(3);
+/// How long a queue send waits for others to share its batch on SQS: small next to a request's
+/// latency, long enough to fill batches under load (fewer SQS requests per order, which is
+/// what SQS bills). The embedded queue charges nothing per request, so it does not wait: the
+/// messages that gathered while earlier batches were written still share a batch.
+fn send_linger(queue_kind: &str) -> std::time::Duration {
+    match queue_kind {
+        "sqs" => std::time::Duration::from_millis(3),
+        _ => std::time::Duration::ZERO,
+    }
+}
 
 /// Cross-origin access for the configured origins only. With none configured the middleware is
 /// left out entirely, so browsers apply their same-origin rule (and same-origin pages such as
@@ -144,7 +151,7 @@ pub async fn run(config: Config, role: Role) -> anyhow::Result<()> {
     let order_actor = OrderActor {
         store: backends.store.clone(),
         cache: backends.cache.clone(),
-        sender: SendBatcher::start(backends.queue.clone(), SEND_LINGER),
+        sender: SendBatcher::start(backends.queue.clone(), send_linger(kinds.queue)),
         inventory: inventory.clone(),
         mailer: mailer.clone(),
         cache_ttl: config.cache_ttl,

@@ -222,7 +222,7 @@ impl Config {
                 "a whole number of receives from 1",
             ),
             wait_time: r.duration("QUEUE_WAIT_TIME", Duration::from_secs(20)),
-            worker_concurrency: r.parse("WORKER_CONCURRENCY", 10usize, "a whole number from 1"),
+            worker_concurrency: r.parse("WORKER_CONCURRENCY", 50usize, "a whole number from 1"),
             processing_time: match r.get("ORDER_PROCESSING_TIME").as_deref() {
                 None | Some("0") => Duration::ZERO,
                 Some(v) => parse_duration(v).unwrap_or_else(|| {

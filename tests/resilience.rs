@@ -678,7 +678,14 @@ impl HalfSentOrder {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_finishes_in_flight_work_and_loses_nothing() {
     const SHUTDOWN_TIMEOUT_SECS: u64 = 10;
-    let env = embedded_env(&[("ORDER_PROCESSING_TIME", "2s"), ("SHUTDOWN_TIMEOUT", "10s")]);
+    // One receive at a time (WORKER_CONCURRENCY up to 10): while it holds the slow order, the
+    // orders placed during the drain stay queued, so the restarted process is the one that
+    // completes them and the email count below tells whether any was sent twice.
+    let env = embedded_env(&[
+        ("ORDER_PROCESSING_TIME", "2s"),
+        ("SHUTDOWN_TIMEOUT", "10s"),
+        ("WORKER_CONCURRENCY", "10"),
+    ]);
     let mut srv = TestServer::start(env.clone(), "serve").await;
     let admin = srv.login_admin().await;
     let pid = str_of(&srv.create_product(&admin, &unique("Term"), 100, 10).await["id"]);

@@ -209,21 +209,23 @@ impl OrderActor {
 
     /// Emails the customer about the order's current (terminal) status, once per status.
     async fn notify(&self, order: &Order, request_id: Option<String>) -> Result<(), AppError> {
-        let claimed = backend_call(
-            "store",
-            "claim_notification",
-            self.store.claim_notification(order.id, order.status),
-        )
-        .await?;
-        if !claimed {
+        // The claim (a write) and the recipient (a read) are independent: asked for together,
+        // the email waits for the slower of the two instead of both in turn.
+        let (claimed, user) = tokio::join!(
+            backend_call(
+                "store",
+                "claim_notification",
+                self.store.claim_notification(order.id, order.status),
+            ),
+            backend_call("store", "find_user", self.store.find_user(order.user_id)),
+        );
+        if !claimed? {
             return Ok(());
         }
         let sent = async {
-            let user = backend_call("store", "find_user", self.store.find_user(order.user_id))
-                .await?
-                .ok_or_else(|| {
-                    AppError::Internal(format!("order {} belongs to no user", order.id))
-                })?;
+            let user = user?.ok_or_else(|| {
+                AppError::Internal(format!("order {} belongs to no user", order.id))
+            })?;
             let email = SendOrderEmail {
                 order: order.clone(),
                 to: user.email,
@@ -435,21 +437,19 @@ impl OrderActor {
     /// Moves the order as far along its lifecycle as is due, and tells the customer.
     async fn process(&self, msg: &ProcessOrder) -> Result<(), AppError> {
         let id = msg.message.order_id;
-        let Some(mut order) =
-            backend_call("store", "find_order", self.store.find_order(id)).await?
-        else {
-            tracing::warn!(order_id = %id, "message for an unknown order; dropping it");
-            return Ok(());
+        // The conditional move out of pending doubles as the read: when it is refused (a
+        // redelivery, a cancelled order) the store answers with the order as it is, so no
+        // message costs a separate lookup first.
+        let mut order = match self
+            .transition(id, OrderStatus::Pending, OrderStatus::Processing, None)
+            .await?
+        {
+            TransitionOutcome::Moved(o) | TransitionOutcome::Refused(Some(o)) => o,
+            TransitionOutcome::Refused(None) => {
+                tracing::warn!(order_id = %id, "message for an unknown order; dropping it");
+                return Ok(());
+            }
         };
-        if order.status == OrderStatus::Pending {
-            order = match self
-                .transition(id, OrderStatus::Pending, OrderStatus::Processing, None)
-                .await?
-            {
-                TransitionOutcome::Moved(o) | TransitionOutcome::Refused(Some(o)) => o,
-                TransitionOutcome::Refused(None) => return Ok(()),
-            };
-        }
         if order.status == OrderStatus::Processing {
             // Processing is where payment capture and fulfilment integrations plug in; today it
             // takes the configured time and the order is complete once its stock is reserved.
