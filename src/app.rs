@@ -9,6 +9,7 @@ use actix_cors::Cors;
 use actix_web::middleware::{from_fn, Condition};
 use actix_web::{web, App, HttpServer};
 
+use crate::actors::admission::Admission;
 use crate::actors::auth::{start_password_hasher, AuthActor};
 use crate::actors::inventory::InventoryActor;
 use crate::actors::mailer::MailerActor;
@@ -59,9 +60,16 @@ async fn wait_for_shutdown_signal() {
     let _ = tokio::signal::ctrl_c().await;
 }
 
-/// How long a queue send waits for others to share its batch: small next to a request's
-/// latency, long enough to fill batches under load (fewer SQS requests per order).
-const SEND_LINGER: std::time::Duration = std::time::Duration::from_millis(3);
+/// How long a queue send waits for others to share its batch on SQS: small next to a request's
+/// latency, long enough to fill batches under load (fewer SQS requests per order, which is
+/// what SQS bills). The embedded queue charges nothing per request, so it does not wait: the
+/// messages that gathered while earlier batches were written still share a batch.
+fn send_linger(queue_kind: &str) -> std::time::Duration {
+    match queue_kind {
+        "sqs" => std::time::Duration::from_millis(3),
+        _ => std::time::Duration::ZERO,
+    }
+}
 
 /// Cross-origin access for the configured origins only. With none configured the middleware is
 /// left out entirely, so browsers apply their same-origin rule (and same-origin pages such as
@@ -140,17 +148,20 @@ pub async fn run(config: Config, role: Role) -> anyhow::Result<()> {
         let mailer = backends.mailer.clone();
         Supervisor::start_in_arbiter(&Arbiter::new().handle(), move |_| MailerActor { mailer })
     };
+    let order_actor = OrderActor {
+        store: backends.store.clone(),
+        cache: backends.cache.clone(),
+        sender: SendBatcher::start(backends.queue.clone(), send_linger(kinds.queue)),
+        inventory: inventory.clone(),
+        mailer: mailer.clone(),
+        cache_ttl: config.cache_ttl,
+        processing_time: config.queue.processing_time,
+        outbox_busy: Arc::new(AtomicBool::new(false)),
+        runs_outbox: true,
+        admission: Admission::new(config.max_orders_in_flight),
+    };
     let orders = {
-        let actor = OrderActor {
-            store: backends.store.clone(),
-            cache: backends.cache.clone(),
-            sender: SendBatcher::start(backends.queue.clone(), SEND_LINGER),
-            inventory: inventory.clone(),
-            mailer: mailer.clone(),
-            cache_ttl: config.cache_ttl,
-            processing_time: config.queue.processing_time,
-            outbox_busy: Arc::new(AtomicBool::new(false)),
-        };
+        let actor = order_actor.clone();
         Supervisor::start_in_arbiter(&Arbiter::new().handle(), move |_| actor.clone())
     };
     let auth = {
@@ -167,10 +178,19 @@ pub async fn run(config: Config, role: Role) -> anyhow::Result<()> {
         Supervisor::start_in_arbiter(&Arbiter::new().handle(), move |_| actor.clone())
     };
     let poller = role.runs_worker().then(|| {
-        let (queue, orders, settings) =
-            (backends.queue.clone(), orders.clone(), config.queue.clone());
-        Supervisor::start_in_arbiter(&Arbiter::new().handle(), move |_| {
-            SqsPollerActor::new(queue.clone(), orders.clone(), settings.clone())
+        // Queue processing has an OrderActor of its own, on the poller's thread: a flood of new
+        // orders can not queue ahead of the work that completes them (under overload they
+        // would share one mailbox and completions would stall), and a message reaches its
+        // handler without crossing threads.
+        let arbiter = Arbiter::new().handle();
+        let processor = OrderActor {
+            runs_outbox: false,
+            ..order_actor.clone()
+        };
+        let processing = Supervisor::start_in_arbiter(&arbiter, move |_| processor.clone());
+        let (queue, settings) = (backends.queue.clone(), config.queue.clone());
+        Supervisor::start_in_arbiter(&arbiter, move |_| {
+            SqsPollerActor::new(queue.clone(), processing.clone(), settings.clone())
         })
     });
 

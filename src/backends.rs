@@ -32,8 +32,9 @@ pub struct BackendKinds {
     pub mailer: &'static str,
 }
 
-/// Entries the embedded cache holds at most (orders and sessions are small).
-const MEMORY_CACHE_ENTRIES: u64 = 100_000;
+/// Bytes of keys and values the embedded cache holds at most: some 20,000 typical orders,
+/// far more than the orders clients are following at any moment, in a bounded footprint.
+const MEMORY_CACHE_BYTES: u64 = 16 * 1024 * 1024;
 /// Prefix of every Redis key, so deployments can share a Redis.
 const REDIS_KEY_PREFIX: &str = "order-service:";
 
@@ -80,7 +81,7 @@ pub async fn build(config: &Config) -> anyhow::Result<Backends> {
     // Redis connects lazily: the service starts, and answers from the store, while Redis is down.
     let (cache, cache_kind): (Arc<dyn Cache>, _) = match &config.redis {
         Some(redis) => (Arc::new(RedisCache::lazy(redis, REDIS_KEY_PREFIX)), "redis"),
-        None => (Arc::new(MemoryCache::new(MEMORY_CACHE_ENTRIES)), "memory"),
+        None => (Arc::new(MemoryCache::new(MEMORY_CACHE_BYTES)), "memory"),
     };
     let (mailer, mailer_kind): (Arc<dyn Mailer>, _) = match &config.aws.ses_sender_email {
         Some(sender) => (

@@ -114,6 +114,8 @@ pub struct Config {
     pub login_limits: LoginLimits,
     /// Take the client address from `X-Forwarded-For` (only behind a trusted proxy).
     pub trust_proxy_headers: bool,
+    /// Order creations one process runs at once; more are shed with 503 `overloaded`.
+    pub max_orders_in_flight: usize,
 }
 
 /// Why the configuration was refused.
@@ -220,7 +222,7 @@ impl Config {
                 "a whole number of receives from 1",
             ),
             wait_time: r.duration("QUEUE_WAIT_TIME", Duration::from_secs(20)),
-            worker_concurrency: r.parse("WORKER_CONCURRENCY", 10usize, "a whole number from 1"),
+            worker_concurrency: r.parse("WORKER_CONCURRENCY", 50usize, "a whole number from 1"),
             processing_time: match r.get("ORDER_PROCESSING_TIME").as_deref() {
                 None | Some("0") => Duration::ZERO,
                 Some(v) => parse_duration(v).unwrap_or_else(|| {
@@ -274,6 +276,12 @@ impl Config {
                 "a whole number",
             ),
         };
+        let max_orders_in_flight =
+            r.parse("MAX_ORDERS_IN_FLIGHT", 1024usize, "a whole number from 1");
+        if max_orders_in_flight == 0 {
+            r.errors
+                .push("MAX_ORDERS_IN_FLIGHT: expected a whole number from 1".into());
+        }
         let trust_proxy_headers = match r.get("TRUST_PROXY_HEADERS").as_deref() {
             None | Some("false") | Some("0") => false,
             Some("true") | Some("1") => true,
@@ -313,6 +321,7 @@ impl Config {
             cors_allowed_origins,
             login_limits,
             trust_proxy_headers,
+            max_orders_in_flight,
         })
     }
 

@@ -44,6 +44,9 @@ pub enum AppError {
         current: OrderStatus,
         action: &'static str,
     },
+    /// Too much work in flight: this request was shed before it changed anything.
+    #[error("the service is overloaded")]
+    Overloaded,
     /// A backend did not answer; the name says which (never its address or credentials).
     #[error("{0} is unavailable")]
     Unavailable(&'static str),

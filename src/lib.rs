@@ -15,6 +15,7 @@ pub mod http;
 pub mod mail;
 pub mod messages;
 pub mod metrics;
+pub mod password;
 pub mod queue;
 pub mod seed;
 pub mod store;

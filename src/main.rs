@@ -26,7 +26,21 @@ enum Command {
     Seed,
 }
 
+/// Keeps glibc from holding on to large freed blocks. By default glibc raises its mmap
+/// threshold to the size of the largest block freed, so after one argon2 hash (19 MiB, e.g.
+/// seeding's) every later large allocation comes from its arenas and stays resident when freed.
+/// A fixed threshold keeps large blocks mmapped and returned on free. (The hashing threads keep
+/// their own argon2 memory anyway; see `password`.)
+fn return_large_frees_to_the_system() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets an allocator parameter; called before any other thread starts.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
+    }
+}
+
 fn main() -> std::process::ExitCode {
+    return_large_frees_to_the_system();
     let cli = Cli::parse();
     // A missing .env is normal; a broken one is worth stopping for.
     if let Err(e) = dotenvy::dotenv() {

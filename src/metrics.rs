@@ -17,6 +17,8 @@ pub const ORDERS_CREATED_TOTAL: &str = "orders_created_total";
 pub const ORDERS_COMPLETED_TOTAL: &str = "orders_completed_total";
 pub const ORDERS_FAILED_TOTAL: &str = "orders_failed_total";
 pub const ORDERS_CANCELLED_TOTAL: &str = "orders_cancelled_total";
+pub const ORDERS_SHED_TOTAL: &str = "orders_shed_total";
+pub const SQS_REQUESTS_TOTAL: &str = "sqs_requests_total";
 /// From the order's creation to its completion, as the customer waits for it.
 pub const ORDER_COMPLETION_SECONDS: &str = "order_completion_seconds";
 pub const STOCK_RESERVATION_FAILURES_TOTAL: &str = "stock_reservation_failures_total";
@@ -93,6 +95,14 @@ fn describe() {
     describe_counter!(ORDERS_COMPLETED_TOTAL, "Orders that reached completed");
     describe_counter!(ORDERS_FAILED_TOTAL, "Orders that reached failed");
     describe_counter!(ORDERS_CANCELLED_TOTAL, "Orders cancelled by their owner");
+    describe_counter!(
+        SQS_REQUESTS_TOTAL,
+        "SQS API requests by operation (SQS bills and throttles per request)"
+    );
+    describe_counter!(
+        ORDERS_SHED_TOTAL,
+        "Order creations refused with 503 overloaded because MAX_ORDERS_IN_FLIGHT were already running"
+    );
     describe_histogram!(
         ORDER_COMPLETION_SECONDS,
         Unit::Seconds,
@@ -257,6 +267,7 @@ fn register_failure_counters() {
         ORDERS_COMPLETED_TOTAL,
         ORDERS_FAILED_TOTAL,
         ORDERS_CANCELLED_TOTAL,
+        ORDERS_SHED_TOTAL,
         QUEUE_MESSAGES_SENT_TOTAL,
         QUEUE_MESSAGES_RECEIVED_TOTAL,
         QUEUE_MESSAGES_DELETED_TOTAL,

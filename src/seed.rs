@@ -3,12 +3,12 @@
 
 use chrono::Duration;
 
-use crate::actors::auth::hash_password;
 use crate::domain::{
     Cents, Email, Id, NewProduct, Order, OrderItem, OrderStatus, Quantity, Role, ShippingAddress,
     User,
 };
 use crate::error::BackendError;
+use crate::password::hash_password;
 use crate::store::Store;
 
 pub const ADMIN_EMAIL: &str = "admin@example.com";

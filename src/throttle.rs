@@ -123,7 +123,7 @@ mod tests {
 
     fn throttle(per_email: u64, per_ip: u64, attempts: u64) -> LoginThrottle {
         LoginThrottle::new(
-            Arc::new(MemoryCache::new(1000)),
+            Arc::new(MemoryCache::new(1 << 20)),
             LoginLimits {
                 max_failures_per_email: per_email,
                 max_failures_per_ip: per_ip,

@@ -323,6 +323,54 @@ async fn contended_multi_item_orders_never_leave_a_partial_reservation() {
     );
 }
 
+/// Past `MAX_ORDERS_IN_FLIGHT` creations at once, the rest are shed at once (503 `overloaded`,
+/// `Retry-After`) instead of queueing without bound, and a shed request reserves nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orders_past_the_in_flight_limit_are_shed_and_reserve_nothing() {
+    const STOCK: i64 = 1000;
+    let srv = TestServer::start(embedded_env(&[("MAX_ORDERS_IN_FLIGHT", "1")]), "api").await;
+    let admin = srv.login_admin().await;
+    let pid = str_of(
+        &srv.create_product(&admin, &unique("Busy"), 500, STOCK)
+            .await["id"],
+    );
+    let users = customers(&srv, 8).await;
+
+    let body = order_body(&[(&pid, 1)]);
+    let results =
+        join_all((0..120).map(|i| srv.place_order_raw(&users[i % users.len()], &body))).await;
+
+    let accepted = results.iter().filter(|r| r.status == 201).count() as i64;
+    let shed: Vec<&Resp> = results.iter().filter(|r| r.status != 201).collect();
+    for r in &shed {
+        assert_problem(r, 503, "overloaded");
+        let retry = r.header("retry-after").unwrap_or_default();
+        assert!(
+            retry.parse::<u64>().is_ok_and(|s| s >= 1),
+            "503 without a usable Retry-After ({retry:?}): {}",
+            r.ctx()
+        );
+    }
+    // 120 requests at once against room for one: some must have been turned away.
+    assert!(
+        !shed.is_empty(),
+        "nothing was shed with MAX_ORDERS_IN_FLIGHT=1"
+    );
+    assert!(accepted > 0, "the limit must still admit orders");
+    assert_eq!(
+        srv.product_stock(&pid).await,
+        STOCK - accepted,
+        "only accepted orders hold stock"
+    );
+    let mut stored = 0;
+    for u in &users {
+        stored += order_count(&srv, u).await;
+    }
+    assert_eq!(stored, accepted, "one stored order per accepted answer");
+    // Once the burst is over, orders are admitted again.
+    srv.place_order(&users[0], &[(&pid, 1)]).await;
+}
+
 // ---------------------------------------------------------------------------------------------
 // 3. No accepted order lost
 // ---------------------------------------------------------------------------------------------
@@ -630,7 +678,14 @@ impl HalfSentOrder {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_finishes_in_flight_work_and_loses_nothing() {
     const SHUTDOWN_TIMEOUT_SECS: u64 = 10;
-    let env = embedded_env(&[("ORDER_PROCESSING_TIME", "2s"), ("SHUTDOWN_TIMEOUT", "10s")]);
+    // One receive at a time (WORKER_CONCURRENCY up to 10): while it holds the slow order, the
+    // orders placed during the drain stay queued, so the restarted process is the one that
+    // completes them and the email count below tells whether any was sent twice.
+    let env = embedded_env(&[
+        ("ORDER_PROCESSING_TIME", "2s"),
+        ("SHUTDOWN_TIMEOUT", "10s"),
+        ("WORKER_CONCURRENCY", "10"),
+    ]);
     let mut srv = TestServer::start(env.clone(), "serve").await;
     let admin = srv.login_admin().await;
     let pid = str_of(&srv.create_product(&admin, &unique("Term"), 100, 10).await["id"]);

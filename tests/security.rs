@@ -388,12 +388,12 @@ async fn failed_logins_lock_an_address_but_busy_addresses_with_good_logins_are_s
 
 #[test]
 fn passwords_are_hashed_with_argon2id_at_owasp_strength() {
-    let hash = order_service::actors::auth::hash_password("x").expect("hash");
+    let hash = order_service::password::hash_password("x").expect("hash");
     assert!(
         hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
         "weaker than OWASP's argon2id minimum (19 MiB, 2 passes, 1 lane): {hash}"
     );
-    let again = order_service::actors::auth::hash_password("x").expect("hash");
+    let again = order_service::password::hash_password("x").expect("hash");
     assert_ne!(hash, again, "every hash has its own salt");
 }
 

@@ -1,15 +1,12 @@
 //! AuthActor: registration, login, token refresh with rotation, logout. Password hashing is
 //! CPU-heavy on purpose, so it runs on `PasswordHasher` threads (a `SyncArbiter` sized to the
-//! cores): a login storm queues there instead of stalling the async executors serving orders.
+//! cores, at a lower priority): a login storm queues there instead of stalling the async
+//! executors serving orders, and yields the cores to them.
 
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use actix::prelude::*;
-use argon2::password_hash::{
-    rand_core::OsRng, PasswordHash, PasswordHasher as _, PasswordVerifier, SaltString,
-};
-use argon2::{Algorithm, Argon2, Params, Version};
 
 use super::{ask, count_restart, guarded, MAILBOX_CAPACITY};
 use crate::authenticator::Authenticator;
@@ -20,36 +17,12 @@ use crate::metrics::{
     backend_call, AUTH_LOGINS_TOTAL, AUTH_REGISTRATIONS_TOTAL, AUTH_TOKEN_REFRESHES_TOTAL,
     PASSWORD_HASH_SECONDS,
 };
+use crate::password::{hash_password, PasswordArena};
 use crate::store::{RotateOutcome, Session, Store};
 use crate::throttle::LoginThrottle;
 use crate::tokens::{new_token_id, TokenService};
 
 const NAME: &str = "auth";
-
-/// Argon2id with OWASP's recommended minimum (19 MiB, 2 passes, 1 lane).
-fn argon2() -> Argon2<'static> {
-    Argon2::new(
-        Algorithm::Argon2id,
-        Version::V0x13,
-        Params::new(19 * 1024, 2, 1, None).expect("valid argon2 params"),
-    )
-}
-
-pub fn hash_password(password: &str) -> Result<String, AppError> {
-    let salt = SaltString::generate(&mut OsRng);
-    argon2()
-        .hash_password(password.as_bytes(), &salt)
-        .map(|h| h.to_string())
-        .map_err(AppError::internal)
-}
-
-fn verify_password(password: &str, hash: &str) -> bool {
-    PasswordHash::new(hash).is_ok_and(|parsed| {
-        argon2()
-            .verify_password(password.as_bytes(), &parsed)
-            .is_ok()
-    })
-}
 
 /// A hash of a password nobody has, verified when the email is unknown so that a wrong email
 /// takes as long as a wrong password and the answer can not reveal which accounts exist.
@@ -58,8 +31,12 @@ fn decoy_hash() -> &'static str {
     DECOY.get_or_init(|| hash_password(&new_token_id()).expect("hash decoy password"))
 }
 
-/// Hashes and verifies passwords on its own OS threads.
-pub struct PasswordHasher;
+/// Hashes and verifies passwords on its own OS threads, each with its own reusable argon2
+/// memory.
+#[derive(Default)]
+pub struct PasswordHasher {
+    arena: PasswordArena,
+}
 
 impl Actor for PasswordHasher {
     type Context = SyncContext<Self>;
@@ -69,7 +46,7 @@ impl Handler<HashPassword> for PasswordHasher {
     type Result = Result<String, AppError>;
     fn handle(&mut self, msg: HashPassword, _: &mut SyncContext<Self>) -> Self::Result {
         let started = Instant::now();
-        let hash = hash_password(&msg.password);
+        let hash = self.arena.hash(&msg.password);
         metrics::histogram!(PASSWORD_HASH_SECONDS, "operation" => "hash")
             .record(started.elapsed().as_secs_f64());
         hash
@@ -80,18 +57,46 @@ impl Handler<VerifyPassword> for PasswordHasher {
     type Result = bool;
     fn handle(&mut self, msg: VerifyPassword, _: &mut SyncContext<Self>) -> bool {
         let started = Instant::now();
-        let ok = verify_password(&msg.password, &msg.hash);
+        let ok = self.arena.verify(&msg.password, &msg.hash);
         metrics::histogram!(PASSWORD_HASH_SECONDS, "operation" => "verify")
             .record(started.elapsed().as_secs_f64());
         ok
     }
 }
 
+/// How much lower than the rest of the service the hashing threads run (a Unix nice value).
+/// A login storm must not take the cores from order traffic: at nice 10 the scheduler gives a
+/// busy hashing thread about a tenth of a core that other threads want, and all of an idle one.
+const HASHER_NICENESS: i32 = 10;
+
+/// One hashing thread per core, each at a lower priority than the rest of the service: logins
+/// use every core the service leaves idle, and yield them when orders need them.
 pub fn start_password_hasher() -> Addr<PasswordHasher> {
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(2);
-    SyncArbiter::start(threads, || PasswordHasher)
+    // The factory runs on each new hashing thread, so the priority applies to that thread.
+    SyncArbiter::start(threads, || {
+        lower_this_threads_priority(HASHER_NICENESS);
+        PasswordHasher::default()
+    })
+}
+
+/// Linux gives each thread its own nice value; elsewhere this does nothing.
+fn lower_this_threads_priority(niceness: i32) {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: setpriority only reads its arguments; `who = 0` is the calling thread.
+        let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, niceness) };
+        if rc != 0 {
+            tracing::warn!(
+                error = %std::io::Error::last_os_error(),
+                "could not lower the password hashers' priority; logins compete with orders"
+            );
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = niceness;
 }
 
 #[derive(Clone)]
@@ -327,20 +332,4 @@ where
     T: Send + 'static,
 {
     ask(NAME, addr, msg).await
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn hashes_verify_and_are_salted() {
-        let a = hash_password("correct horse").unwrap();
-        let b = hash_password("correct horse").unwrap();
-        assert_ne!(a, b);
-        assert!(a.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{a}");
-        assert!(verify_password("correct horse", &a));
-        assert!(!verify_password("wrong horse", &a));
-        assert!(!verify_password("x", "not a hash"));
-    }
 }

@@ -5,6 +5,7 @@
 //! internal error for that one caller and stops the actor, which its `Supervisor` restarts with
 //! fresh state (counted in `actor_restarts_total`) while the service keeps serving.
 
+pub mod admission;
 pub mod auth;
 pub mod inventory;
 pub mod mailer;

@@ -14,6 +14,7 @@ use std::time::Duration;
 use actix::prelude::*;
 use tracing::Instrument;
 
+use super::admission::Admission;
 use super::inventory::{self, InventoryActor};
 use super::mailer::{self, MailerActor};
 use super::{ask, count_restart, guarded, MAILBOX_CAPACITY};
@@ -73,12 +74,19 @@ pub struct OrderActor {
     pub processing_time: Duration,
     /// Set while a reconciler pass runs, so slow passes never pile up.
     pub outbox_busy: Arc<AtomicBool>,
+    /// Whether this instance runs the outbox reconciler (one instance per process does).
+    pub runs_outbox: bool,
+    /// Bounds the creations in flight (`MAX_ORDERS_IN_FLIGHT`); the rest are shed.
+    pub admission: Arc<Admission>,
 }
 
 impl Actor for OrderActor {
     type Context = Context<Self>;
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
+        if !self.runs_outbox {
+            return;
+        }
         ctx.run_interval(OUTBOX_INTERVAL, |actor, ctx| {
             if actor.outbox_busy.swap(true, Ordering::AcqRel) {
                 return;
@@ -201,21 +209,23 @@ impl OrderActor {
 
     /// Emails the customer about the order's current (terminal) status, once per status.
     async fn notify(&self, order: &Order, request_id: Option<String>) -> Result<(), AppError> {
-        let claimed = backend_call(
-            "store",
-            "claim_notification",
-            self.store.claim_notification(order.id, order.status),
-        )
-        .await?;
-        if !claimed {
+        // The claim (a write) and the recipient (a read) are independent: asked for together,
+        // the email waits for the slower of the two instead of both in turn.
+        let (claimed, user) = tokio::join!(
+            backend_call(
+                "store",
+                "claim_notification",
+                self.store.claim_notification(order.id, order.status),
+            ),
+            backend_call("store", "find_user", self.store.find_user(order.user_id)),
+        );
+        if !claimed? {
             return Ok(());
         }
         let sent = async {
-            let user = backend_call("store", "find_user", self.store.find_user(order.user_id))
-                .await?
-                .ok_or_else(|| {
-                    AppError::Internal(format!("order {} belongs to no user", order.id))
-                })?;
+            let user = user?.ok_or_else(|| {
+                AppError::Internal(format!("order {} belongs to no user", order.id))
+            })?;
             let email = SendOrderEmail {
                 order: order.clone(),
                 to: user.email,
@@ -427,21 +437,19 @@ impl OrderActor {
     /// Moves the order as far along its lifecycle as is due, and tells the customer.
     async fn process(&self, msg: &ProcessOrder) -> Result<(), AppError> {
         let id = msg.message.order_id;
-        let Some(mut order) =
-            backend_call("store", "find_order", self.store.find_order(id)).await?
-        else {
-            tracing::warn!(order_id = %id, "message for an unknown order; dropping it");
-            return Ok(());
+        // The conditional move out of pending doubles as the read: when it is refused (a
+        // redelivery, a cancelled order) the store answers with the order as it is, so no
+        // message costs a separate lookup first.
+        let mut order = match self
+            .transition(id, OrderStatus::Pending, OrderStatus::Processing, None)
+            .await?
+        {
+            TransitionOutcome::Moved(o) | TransitionOutcome::Refused(Some(o)) => o,
+            TransitionOutcome::Refused(None) => {
+                tracing::warn!(order_id = %id, "message for an unknown order; dropping it");
+                return Ok(());
+            }
         };
-        if order.status == OrderStatus::Pending {
-            order = match self
-                .transition(id, OrderStatus::Pending, OrderStatus::Processing, None)
-                .await?
-            {
-                TransitionOutcome::Moved(o) | TransitionOutcome::Refused(Some(o)) => o,
-                TransitionOutcome::Refused(None) => return Ok(()),
-            };
-        }
         if order.status == OrderStatus::Processing {
             // Processing is where payment capture and fulfilment integrations plug in; today it
             // takes the configured time and the order is complete once its stock is reserved.
@@ -496,7 +504,16 @@ impl OrderActor {
 impl Handler<CreateOrder> for OrderActor {
     type Result = ResponseActFuture<Self, Result<PlacedOrder, AppError>>;
     fn handle(&mut self, msg: CreateOrder, _: &mut Context<Self>) -> Self::Result {
-        guarded(NAME, self.clone().create(msg))
+        let Some(permit) = self.admission.try_admit() else {
+            metrics::counter!(ORDERS_SHED_TOTAL).increment(1);
+            return Box::pin(actix::fut::ready(Err(AppError::Overloaded)));
+        };
+        let this = self.clone();
+        guarded(NAME, async move {
+            let placed = this.create(msg).await;
+            drop(permit);
+            placed
+        })
     }
 }
 

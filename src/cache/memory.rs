@@ -48,11 +48,16 @@ pub struct MemoryCache {
 }
 
 impl MemoryCache {
-    /// `max_entries` bounds memory; the least useful entries are evicted first.
-    pub fn new(max_entries: u64) -> Self {
+    /// `max_bytes` bounds the memory the keys and values take (moka's own bookkeeping adds
+    /// about a hundred bytes an entry); the least useful entries are evicted first. Bounded
+    /// by size rather than by count because orders vary in size (1 to 100 lines).
+    pub fn new(max_bytes: u64) -> Self {
         MemoryCache {
             entries: MokaCache::builder()
-                .max_capacity(max_entries)
+                .max_capacity(max_bytes)
+                .weigher(|key: &String, entry: &Entry| {
+                    u32::try_from(key.len() + entry.value.len()).unwrap_or(u32::MAX)
+                })
                 .expire_after(PerEntryTtl)
                 .build(),
         }
@@ -112,7 +117,7 @@ mod tests {
 
     #[tokio::test]
     async fn set_if_absent_never_overwrites() {
-        let c = MemoryCache::new(100);
+        let c = MemoryCache::new(1 << 20);
         c.set("k", "new", Duration::from_secs(60)).await.unwrap();
         c.set_if_absent("k", "stale", Duration::from_secs(60))
             .await
@@ -127,7 +132,7 @@ mod tests {
 
     #[tokio::test]
     async fn counters_count_concurrently_within_their_window() {
-        let c = std::sync::Arc::new(MemoryCache::new(100));
+        let c = std::sync::Arc::new(MemoryCache::new(1 << 20));
         let tasks: Vec<_> = (0..50)
             .map(|_| {
                 let c = c.clone();
@@ -145,7 +150,7 @@ mod tests {
 
     #[tokio::test]
     async fn entries_expire() {
-        let c = MemoryCache::new(100);
+        let c = MemoryCache::new(1 << 20);
         c.set("k", "v", Duration::from_millis(20)).await.unwrap();
         let deadline = Instant::now() + Duration::from_secs(5);
         while c.get("k").await.unwrap().is_some() {

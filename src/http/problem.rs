@@ -176,6 +176,12 @@ impl ApiError {
                         detail,
                     )
                 }
+                AppError::Overloaded => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "overloaded",
+                    "Overloaded",
+                    "the service has too many orders in progress; nothing was reserved; try again shortly".to_string(),
+                ),
                 AppError::Unavailable(what) => {
                     tracing::warn!(backend = what, "answering 503: backend unavailable");
                     let detail = format!("{what} is unavailable; try again shortly");

@@ -79,7 +79,8 @@ impl SqliteQueue {
             .map_err(as_queue)
     }
 
-    /// One attempt: dead-letter what is due, then take up to `max` visible messages.
+    /// One attempt: up to `max` visible messages, dead-lettering on the way those that had
+    /// all their deliveries.
     async fn receive_now(
         &self,
         max: usize,
@@ -90,43 +91,54 @@ impl SqliteQueue {
         self.db
             .write(move |c| {
                 let now = now_millis();
-                // Redrive before delivery, in the same transaction, so a message past its limit
-                // is never handed out once more.
-                c.prepare_cached(
-                    "INSERT INTO dead_letters (message_id, body, receive_count, sent_at, moved_at) \
-                     SELECT message_id, body, receive_count, sent_at, ?1 FROM queue_messages \
-                     WHERE visible_at <= ?1 AND receive_count >= ?2 ORDER BY id",
-                )?
-                .execute(params![now, max_receives])?;
-                c.prepare_cached(
-                    "DELETE FROM queue_messages WHERE visible_at <= ?1 AND receive_count >= ?2",
-                )?
-                .execute(params![now, max_receives])?;
-
-                let due: Vec<(i64, String, String, u32)> = c
-                    .prepare_cached(
-                        "SELECT id, message_id, body, receive_count FROM queue_messages \
-                         WHERE visible_at <= ?1 ORDER BY visible_at, id LIMIT ?2",
-                    )?
-                    .query_map(params![now, max as i64], |r| {
-                        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-                    })?
-                    .collect::<rusqlite::Result<_>>()?;
+                let mut next_due = c.prepare_cached(
+                    "SELECT id, message_id, body, receive_count, sent_at FROM queue_messages \
+                     WHERE visible_at <= ?1 ORDER BY visible_at, id LIMIT ?2",
+                )?;
                 let mut hide = c.prepare_cached(
                     "UPDATE queue_messages \
                      SET receive_count = receive_count + 1, receipt_handle = ?1, \
                      visible_at = ?2 WHERE id = ?3",
                 )?;
-                let mut received = Vec::with_capacity(due.len());
-                for (id, message_id, body, count) in due {
-                    let receipt_handle = random_hex();
-                    hide.execute(params![receipt_handle, now.saturating_add(hidden_for), id])?;
-                    received.push(ReceivedMessage {
-                        message_id,
-                        receipt_handle,
-                        body,
-                        receive_count: count + 1,
-                    });
+                let mut to_dead_letters = c.prepare_cached(
+                    "INSERT INTO dead_letters (message_id, body, receive_count, sent_at, moved_at) \
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                )?;
+                let mut remove = c.prepare_cached("DELETE FROM queue_messages WHERE id = ?1")?;
+                let mut received = Vec::with_capacity(max);
+                // Redrive at the moment of delivery, as SQS does: a message that already had its
+                // `max_receives` deliveries goes to the dead letters instead of out once more.
+                // Only the messages next in line are looked at, so a deep backlog costs nothing
+                // per receive (a sweep of every visible message did, on each receive).
+                loop {
+                    let wanted = max - received.len();
+                    let due: Vec<(i64, String, String, u32, i64)> = next_due
+                        .query_map(params![now, wanted as i64], |r| {
+                            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+                        })?
+                        .collect::<rusqlite::Result<_>>()?;
+                    if due.is_empty() {
+                        break;
+                    }
+                    for (id, message_id, body, count, sent_at) in due {
+                        if count >= max_receives {
+                            to_dead_letters
+                                .execute(params![message_id, body, count, sent_at, now])?;
+                            remove.execute([id])?;
+                            continue;
+                        }
+                        let receipt_handle = random_hex();
+                        hide.execute(params![receipt_handle, now.saturating_add(hidden_for), id])?;
+                        received.push(ReceivedMessage {
+                            message_id,
+                            receipt_handle,
+                            body,
+                            receive_count: count + 1,
+                        });
+                    }
+                    if received.len() == max {
+                        break;
+                    }
                 }
                 Ok(received)
             })

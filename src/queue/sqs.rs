@@ -27,6 +27,7 @@ use super::{Queue, QueueDepth, QueueResult, ReceivedMessage, MAX_BATCH};
 use crate::aws::{emulator_credentials, load_sdk_config, sdk_error};
 use crate::config::AwsConfig;
 use crate::error::BackendError;
+use crate::metrics::SQS_REQUESTS_TOTAL;
 
 const BACKEND: &str = "queue";
 
@@ -62,6 +63,12 @@ where
     E: std::error::Error + ProvideErrorMetadata + Send + Sync + 'static,
 {
     move |e| sdk_error(BACKEND, operation, e)
+}
+
+/// Counts one SQS API call. SQS bills and throttles by request, so requests per order is a
+/// number operators watch (and `bench/run --real` reports); batching is what keeps it low.
+fn count_request(operation: &'static str) {
+    metrics::counter!(SQS_REQUESTS_TOTAL, "operation" => operation).increment(1);
 }
 
 /// Whole seconds for SQS, rounded up so a sub-second wait or visibility is not silently zero.
@@ -127,6 +134,7 @@ impl SqsQueue {
         let mut parts = arn.rsplitn(3, ':');
         let name = parts.next().unwrap_or_default();
         let account = parts.next().filter(|a| !a.is_empty());
+        count_request("GetQueueUrl");
         let url = self
             .client
             .get_queue_url()
@@ -191,6 +199,7 @@ pub async fn create_queue_with_dlq(
 #[async_trait]
 impl Queue for SqsQueue {
     async fn ping(&self) -> QueueResult<()> {
+        count_request("GetQueueAttributes");
         self.client
             .get_queue_attributes()
             .queue_url(&self.queue_url)
@@ -205,6 +214,7 @@ impl Queue for SqsQueue {
         match bodies {
             [] => Ok(()),
             [body] => {
+                count_request("SendMessage");
                 self.client
                     .send_message()
                     .queue_url(&self.queue_url)
@@ -233,6 +243,7 @@ impl Queue for SqsQueue {
                             .map_err(|e| BackendError::other(BACKEND, e))
                     })
                     .collect::<QueueResult<Vec<_>>>()?;
+                count_request("SendMessageBatch");
                 let output = self
                     .client
                     .send_message_batch()
@@ -272,6 +283,7 @@ impl Queue for SqsQueue {
         wait: Duration,
         visibility: Duration,
     ) -> QueueResult<Vec<ReceivedMessage>> {
+        count_request("ReceiveMessage");
         let output = self
             .client
             .receive_message()
@@ -318,6 +330,7 @@ impl Queue for SqsQueue {
                         .map_err(|e| BackendError::other(BACKEND, e))
                 })
                 .collect::<QueueResult<Vec<_>>>()?;
+            count_request("DeleteMessageBatch");
             let output = self
                 .client
                 .delete_message_batch()
@@ -345,6 +358,7 @@ impl Queue for SqsQueue {
         receipt_handle: &str,
         visibility: Duration,
     ) -> QueueResult<()> {
+        count_request("ChangeMessageVisibility");
         self.client
             .change_message_visibility()
             .queue_url(&self.queue_url)
@@ -357,6 +371,7 @@ impl Queue for SqsQueue {
     }
 
     async fn depth(&self) -> QueueResult<QueueDepth> {
+        count_request("GetQueueAttributes");
         let mut attributes = self
             .client
             .get_queue_attributes()
@@ -391,6 +406,7 @@ impl Queue for SqsQueue {
             None => 0,
             Some(arn) => {
                 let url = self.dead_letter_url(&arn).await?;
+                count_request("GetQueueAttributes");
                 let mut dlq = self
                     .client
                     .get_queue_attributes()

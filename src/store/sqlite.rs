@@ -4,10 +4,12 @@
 //!
 //! Concurrency choices:
 //!
-//! - **One writer connection.** SQLite admits one writer at a time whatever we do; a pool of
-//!   writers would only trade waiting on our lock for `SQLITE_BUSY` retries inside SQLite. The
-//!   writer sits behind an async mutex so callers queue up fairly (FIFO) without parking a
-//!   blocking thread each while they wait.
+//! - **One writer connection, with group commit.** SQLite admits one writer at a time whatever
+//!   we do; a pool of writers would only trade waiting on our lock for `SQLITE_BUSY` retries
+//!   inside SQLite. One thread owns the writer connection and runs the writes waiting for it
+//!   together, in their order of arrival, in one transaction with a savepoint each
+//!   (`super::group_commit`): a failing write is undone alone, and under load one commit
+//!   serves many writes instead of one thread hand-off and one commit each.
 //! - **`BEGIN IMMEDIATE` for every write.** Several processes (`api`, `worker`) may share the
 //!   file. A deferred transaction that reads and then writes can find, at its first write, that
 //!   another process committed since its read; SQLite then fails it with `SQLITE_BUSY` at once,
@@ -17,8 +19,9 @@
 //! - **A few read-only connections.** In WAL mode readers see a committed snapshot and never
 //!   wait for the writer, so product and order reads keep flowing during a write burst. A
 //!   semaphore bounds them, which also bounds the blocking threads they occupy.
-//! - **Every SQLite call runs in `spawn_blocking`**: a disk stall or a busy wait must not freeze
-//!   the async executor (actix actors and HTTP workers share it).
+//! - **No SQLite call runs on the async executor** (actix actors and HTTP workers share it), so
+//!   a disk stall or a busy wait can not freeze it: writes run on the writer thread, reads in
+//!   `spawn_blocking`.
 //!
 //! No table has a foreign key: the MongoDB store can not enforce them and both stores must pass
 //! the same contract tests, so neither may refuse what the other accepts.
@@ -37,6 +40,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::sync::{Notify, Semaphore};
 
+use super::group_commit::GroupWriter;
 use super::{
     IdempotencyRecord, ReserveOutcome, RotateOutcome, Session, Store, StoreResult,
     TransitionOutcome,
@@ -168,9 +172,9 @@ pub struct SqliteDb {
 
 struct Inner {
     path: PathBuf,
-    /// An async mutex: waiting for the writer must not hold a blocking thread, and its FIFO
-    /// order keeps a burst of writes from starving any one of them.
-    writer: Arc<tokio::sync::Mutex<Connection>>,
+    /// The writer thread's inbox. Jobs run in arrival order, so a burst of writes can not
+    /// starve any one of them.
+    writer: GroupWriter,
     /// Idle read connections, opened on first need. Never locked across a query, so a panic in
     /// one can not poison it for the others.
     readers: Arc<Mutex<Vec<Connection>>>,
@@ -190,7 +194,8 @@ impl SqliteDb {
         Ok(SqliteDb {
             inner: Arc::new(Inner {
                 path: path.to_path_buf(),
-                writer: Arc::new(tokio::sync::Mutex::new(conn)),
+                writer: GroupWriter::start(conn, BACKEND, db_error)
+                    .map_err(|e| BackendError::other(BACKEND, e))?,
                 readers: Arc::new(Mutex::new(Vec::with_capacity(READ_CONNECTIONS))),
                 read_permits: Arc::new(Semaphore::new(READ_CONNECTIONS)),
                 queue_sent: Notify::new(),
@@ -202,21 +207,16 @@ impl SqliteDb {
         &self.inner.path
     }
 
-    /// Runs `f` inside a `BEGIN IMMEDIATE` transaction on the writer connection, committing if
-    /// it returns `Ok` and rolling back otherwise, so a multi-statement change is all or none.
+    /// Runs `f` on the writer connection inside a `BEGIN IMMEDIATE` transaction (shared with
+    /// the writes sent at the same moment, each in its own savepoint): its changes are kept if
+    /// it returns `Ok` and undone otherwise, so a multi-statement change is all or none, and
+    /// the answer comes after the commit.
     pub async fn write<T, F>(&self, f: F) -> Result<T, BackendError>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
     {
-        let mut conn = self.inner.writer.clone().lock_owned().await;
-        run_blocking(move || {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let value = f(&tx)?;
-            tx.commit()?;
-            Ok(value)
-        })
-        .await
+        self.inner.writer.write(f).await
     }
 
     /// Runs `f` on a read-only connection inside one read transaction, so the statements it
@@ -289,8 +289,14 @@ where
     }
 }
 
+/// Prepared statements each connection keeps. rusqlite's default (16) is fewer than the
+/// distinct statements the store and queue run, so under load statements were evicted and
+/// parsed again over and over; every one of ours fits with room to spare.
+const STATEMENT_CACHE: usize = 128;
+
 fn configure_writer(conn: &Connection) -> rusqlite::Result<()> {
     conn.busy_timeout(BUSY_TIMEOUT)?;
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     // journal_mode answers with the mode now in force; reading it keeps the pragma from being
     // mistaken for a statement that unexpectedly returned rows.
     let mode: String = conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;
@@ -315,6 +321,7 @@ fn open_reader(path: &Path) -> rusqlite::Result<Connection> {
         | OpenFlags::SQLITE_OPEN_URI;
     let conn = Connection::open_with_flags(path, flags)?;
     conn.busy_timeout(BUSY_TIMEOUT)?;
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     Ok(conn)
 }
 
@@ -868,6 +875,9 @@ impl Store for SqliteStore {
 
     async fn insert_order(&self, order: &Order) -> StoreResult<()> {
         let o = order.clone();
+        // Serialised here rather than in the closure: the writer thread is the one resource
+        // every write waits for, so it only runs SQL.
+        let (items, address) = (to_json(&o.items), to_json(&o.shipping_address));
         self.db
             .write(move |c| {
                 c.prepare_cached(concat!(
@@ -878,8 +888,8 @@ impl Store for SqliteStore {
                 .execute(params![
                     o.id,
                     o.user_id,
-                    to_json(&o.items)?,
-                    to_json(&o.shipping_address)?,
+                    items?,
+                    address?,
                     o.payment_method,
                     o.status,
                     o.total_amount.value(),
@@ -1326,7 +1336,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn reservations_from_two_handles_on_one_file_never_oversell() {
         // Two SqliteDb handles stand for two processes (api and worker) sharing the file: only
-        // SQLite's own locking, not our writer mutex, keeps them apart.
+        // SQLite's own locking, not our writer thread, keeps them apart.
         let t = temp_db();
         let first = Arc::new(SqliteStore::new(t.db.clone()));
         let second = Arc::new(SqliteStore::new(SqliteDb::open(t.db.path()).unwrap()));

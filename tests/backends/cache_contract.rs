@@ -156,7 +156,7 @@ macro_rules! cache_contract {
             $(
                 #[tokio::test]
                 async fn $test() {
-                    super::$test(&MemoryCache::new(1_000)).await;
+                    super::$test(&MemoryCache::new(1 << 20)).await;
                 }
             )*
         }
