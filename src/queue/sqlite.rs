@@ -110,25 +110,35 @@ impl SqliteQueue {
                 // `max_receives` deliveries goes to the dead letters instead of out once more.
                 // Only the messages next in line are looked at, so a deep backlog costs nothing
                 // per receive (a sweep of every visible message did, on each receive).
+                // Delivered ids are skipped when looking again: with a zero visibility timeout a
+                // message handed out here is visible again at once, and must not go out twice.
+                let mut delivered: Vec<i64> = Vec::with_capacity(max);
                 loop {
-                    let wanted = max - received.len();
+                    let wanted = max - received.len() + delivered.len();
                     let due: Vec<(i64, String, String, u32, i64)> = next_due
                         .query_map(params![now, wanted as i64], |r| {
                             Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
                         })?
+                        .filter(|row| !matches!(row, Ok((id, ..)) if delivered.contains(id)))
                         .collect::<rusqlite::Result<_>>()?;
                     if due.is_empty() {
                         break;
                     }
+                    let mut dead_lettered = false;
                     for (id, message_id, body, count, sent_at) in due {
+                        if received.len() == max {
+                            break;
+                        }
                         if count >= max_receives {
                             to_dead_letters
                                 .execute(params![message_id, body, count, sent_at, now])?;
                             remove.execute([id])?;
+                            dead_lettered = true;
                             continue;
                         }
                         let receipt_handle = random_hex();
                         hide.execute(params![receipt_handle, now.saturating_add(hidden_for), id])?;
+                        delivered.push(id);
                         received.push(ReceivedMessage {
                             message_id,
                             receipt_handle,
@@ -136,7 +146,8 @@ impl SqliteQueue {
                             receive_count: count + 1,
                         });
                     }
-                    if received.len() == max {
+                    // Look again only to fill the places of messages just dead-lettered.
+                    if received.len() == max || !dead_lettered {
                         break;
                     }
                 }
