@@ -21,7 +21,7 @@ use crate::cache::none::NoCache;
 use crate::config::Config;
 use crate::http::{self, extract::BodyLimit, ApiState};
 use crate::messages::sqs_poller::StopPolling;
-use crate::queue::batcher::SendBatcher;
+use crate::queue::batcher::{Batching, SendBatcher};
 use crate::throttle::LoginThrottle;
 use crate::tokens::TokenService;
 
@@ -60,14 +60,12 @@ async fn wait_for_shutdown_signal() {
     let _ = tokio::signal::ctrl_c().await;
 }
 
-/// How long a queue send waits for others to share its batch on SQS: small next to a request's
-/// latency, long enough to fill batches under load (fewer SQS requests per order, which is
-/// what SQS bills). The embedded queue charges nothing per request, so it does not wait: the
-/// messages that gathered while earlier batches were written still share a batch.
-fn send_linger(queue_kind: &str) -> std::time::Duration {
+/// How queue sends are batched: SQS bills per request and answers in milliseconds, so sends
+/// wait a little for company and several batches go out at once; the embedded queue does not.
+fn send_batching(queue_kind: &str) -> Batching {
     match queue_kind {
-        "sqs" => std::time::Duration::from_millis(3),
-        _ => std::time::Duration::ZERO,
+        "sqs" => Batching::REMOTE,
+        _ => Batching::LOCAL,
     }
 }
 
@@ -151,7 +149,7 @@ pub async fn run(config: Config, role: Role) -> anyhow::Result<()> {
     let order_actor = OrderActor {
         store: backends.store.clone(),
         cache: backends.cache.clone(),
-        sender: SendBatcher::start(backends.queue.clone(), send_linger(kinds.queue)),
+        sender: SendBatcher::start(backends.queue.clone(), send_batching(kinds.queue)),
         inventory: inventory.clone(),
         mailer: mailer.clone(),
         cache_ttl: config.cache_ttl,

@@ -6,9 +6,11 @@
 //! company after the first message; under light load that adds `linger` to one request, under
 //! heavy load batches fill up at once.
 //!
-//! Up to [`BATCHES_IN_FLIGHT`] batches are sent at once. One at a time would cap the service at
-//! ten messages per round trip (about 500 orders/s at SQS's typical 20 ms); while all of them
-//! are out, new messages wait in the channel, so the next batches leave full.
+//! How it batches is the queue's to say ([`Batching`]): on SQS several batches go out at once
+//! (one at a time would cap the service at ten messages per round trip, about 500 orders/s at
+//! SQS's typical 20 ms) and a send waits a few milliseconds for company. The embedded queue
+//! takes one batch at a time without waiting: the messages that arrive while a batch is
+//! written gather in the channel and leave together in the next one.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,9 +22,28 @@ use crate::error::BackendError;
 
 type Reply = oneshot::Sender<Result<(), BackendError>>;
 
-/// Batch requests out at once: enough to keep a high-latency queue busy, few enough that a
-/// queue in trouble is not flooded with retries' worth of requests.
-const BATCHES_IN_FLIGHT: usize = 16;
+/// How the batcher fills and sends batches.
+#[derive(Clone, Copy, Debug)]
+pub struct Batching {
+    /// How long the first message of a batch waits for others.
+    pub linger: Duration,
+    /// Batches sent at once.
+    pub in_flight: usize,
+}
+
+impl Batching {
+    /// For a queue that bills per request and answers in tens of milliseconds (SQS): enough
+    /// batches out to keep it busy, few enough not to flood a queue in trouble.
+    pub const REMOTE: Batching = Batching {
+        linger: Duration::from_millis(3),
+        in_flight: 16,
+    };
+    /// For the embedded queue: no request costs anything but the write itself.
+    pub const LOCAL: Batching = Batching {
+        linger: Duration::ZERO,
+        in_flight: 1,
+    };
+}
 
 #[derive(Clone)]
 pub struct SendBatcher {
@@ -31,9 +52,9 @@ pub struct SendBatcher {
 
 impl SendBatcher {
     /// Starts the batching task on the current runtime.
-    pub fn start(queue: Arc<dyn Queue>, linger: Duration) -> Self {
+    pub fn start(queue: Arc<dyn Queue>, batching: Batching) -> Self {
         let (tx, rx) = mpsc::channel(1024);
-        tokio::spawn(run(queue, rx, linger));
+        tokio::spawn(run(queue, rx, batching));
         SendBatcher { tx }
     }
 
@@ -50,8 +71,8 @@ impl SendBatcher {
     }
 }
 
-async fn run(queue: Arc<dyn Queue>, mut rx: mpsc::Receiver<(String, Reply)>, linger: Duration) {
-    let in_flight = Arc::new(Semaphore::new(BATCHES_IN_FLIGHT));
+async fn run(queue: Arc<dyn Queue>, mut rx: mpsc::Receiver<(String, Reply)>, batching: Batching) {
+    let in_flight = Arc::new(Semaphore::new(batching.in_flight.max(1)));
     while let Some(first) = rx.recv().await {
         // A free slot before the batch is collected: while every slot is busy, messages gather
         // in the channel and the batch leaves fuller.
@@ -61,7 +82,7 @@ async fn run(queue: Arc<dyn Queue>, mut rx: mpsc::Receiver<(String, Reply)>, lin
             .await
             .expect("the semaphore is never closed");
         let mut batch = vec![first];
-        let deadline = tokio::time::Instant::now() + linger;
+        let deadline = tokio::time::Instant::now() + batching.linger;
         while batch.len() < MAX_BATCH {
             match tokio::time::timeout_at(deadline, rx.recv()).await {
                 Ok(Some(next)) => batch.push(next),
@@ -123,7 +144,13 @@ mod tests {
     #[tokio::test]
     async fn concurrent_sends_share_batches_of_at_most_ten() {
         let recorder = Arc::new(Recorder::default());
-        let batcher = SendBatcher::start(recorder.clone(), Duration::from_millis(50));
+        let batcher = SendBatcher::start(
+            recorder.clone(),
+            Batching {
+                linger: Duration::from_millis(50),
+                in_flight: 4,
+            },
+        );
         let sends: Vec<_> = (0..25)
             .map(|i| {
                 let b = batcher.clone();
