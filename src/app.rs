@@ -62,10 +62,11 @@ async fn wait_for_shutdown_signal() {
 
 /// How queue sends are batched: SQS bills per request and answers in milliseconds, so sends
 /// wait a little for company and several batches go out at once; the embedded queue does not.
-fn send_batching(queue_kind: &str) -> Batching {
-    match queue_kind {
-        "sqs" => Batching::REMOTE,
-        _ => Batching::LOCAL,
+fn send_batching(kinds: BackendKinds) -> Batching {
+    if kinds.queue_is_remote() {
+        Batching::REMOTE
+    } else {
+        Batching::LOCAL
     }
 }
 
@@ -126,7 +127,7 @@ pub async fn run(config: Config, role: Role) -> anyhow::Result<()> {
     // backends read through to the store (login-throttle counters stay per process).
     let throttle_cache = backends.cache.clone();
     let mut backends = backends;
-    if role != Role::Serve && kinds.cache == "memory" {
+    if role != Role::Serve && kinds.cache_is_in_process() {
         tracing::info!("embedded cache disabled: api and worker run as separate processes");
         backends.cache = Arc::new(NoCache);
     }
@@ -149,7 +150,7 @@ pub async fn run(config: Config, role: Role) -> anyhow::Result<()> {
     let order_actor = OrderActor {
         store: backends.store.clone(),
         cache: backends.cache.clone(),
-        sender: SendBatcher::start(backends.queue.clone(), send_batching(kinds.queue)),
+        sender: SendBatcher::start(backends.queue.clone(), send_batching(kinds)),
         inventory: inventory.clone(),
         mailer: mailer.clone(),
         cache_ttl: config.cache_ttl,

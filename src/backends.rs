@@ -24,12 +24,28 @@ pub struct Backends {
     pub kinds: BackendKinds,
 }
 
+/// The kind of each backend, as named in logs and in `build_info`'s labels.
 #[derive(Clone, Copy, Debug)]
 pub struct BackendKinds {
     pub store: &'static str,
     pub queue: &'static str,
     pub cache: &'static str,
     pub mailer: &'static str,
+}
+
+const MEMORY_CACHE: &str = "memory";
+const SQS_QUEUE: &str = "sqs";
+
+impl BackendKinds {
+    /// The cache lives in this process, so only this process sees what it holds.
+    pub fn cache_is_in_process(&self) -> bool {
+        self.cache == MEMORY_CACHE
+    }
+
+    /// The queue is a remote service billed and throttled per request (SQS).
+    pub fn queue_is_remote(&self) -> bool {
+        self.queue == SQS_QUEUE
+    }
 }
 
 /// Bytes of keys and values the embedded cache holds at most: some 20,000 typical orders,
@@ -68,7 +84,7 @@ pub async fn build(config: &Config) -> anyhow::Result<Backends> {
     let (queue, queue_kind): (Arc<dyn Queue>, _) = match &config.aws.sqs_queue_url {
         Some(url) => (
             Arc::new(SqsQueue::new(url.clone(), &config.aws).await?),
-            "sqs",
+            SQS_QUEUE,
         ),
         None => (
             Arc::new(SqliteQueue::new(
@@ -81,7 +97,7 @@ pub async fn build(config: &Config) -> anyhow::Result<Backends> {
     // Redis connects lazily: the service starts, and answers from the store, while Redis is down.
     let (cache, cache_kind): (Arc<dyn Cache>, _) = match &config.redis {
         Some(redis) => (Arc::new(RedisCache::lazy(redis, REDIS_KEY_PREFIX)), "redis"),
-        None => (Arc::new(MemoryCache::new(MEMORY_CACHE_BYTES)), "memory"),
+        None => (Arc::new(MemoryCache::new(MEMORY_CACHE_BYTES)), MEMORY_CACHE),
     };
     let (mailer, mailer_kind): (Arc<dyn Mailer>, _) = match &config.aws.ses_sender_email {
         Some(sender) => (
