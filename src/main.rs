@@ -39,8 +39,29 @@ fn return_large_frees_to_the_system() {
     }
 }
 
+/// How often memory freed after a burst is handed back to the system.
+const TRIM_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// glibc keeps freed memory in its per-thread arenas for reuse, so a burst (thousands of
+/// connections and requests at once) left the process at its peak size for good. Trimming
+/// every few seconds returns the free pages (`malloc_trim` releases whole free pages anywhere
+/// in the heaps, not only at their ends); memory in use is untouched.
+fn trim_freed_memory_periodically() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    let _ = std::thread::Builder::new()
+        .name("malloc-trim".into())
+        .spawn(|| loop {
+            std::thread::sleep(TRIM_INTERVAL);
+            // SAFETY: malloc_trim only inspects and releases the allocator's free memory.
+            unsafe {
+                libc::malloc_trim(0);
+            }
+        });
+}
+
 fn main() -> std::process::ExitCode {
     return_large_frees_to_the_system();
+    trim_freed_memory_periodically();
     let cli = Cli::parse();
     // A missing .env is normal; a broken one is worth stopping for.
     if let Err(e) = dotenvy::dotenv() {
