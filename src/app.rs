@@ -11,6 +11,7 @@ use actix_web::{web, App, HttpServer};
 
 use crate::actors::admission::Admission;
 use crate::actors::auth::{start_password_hasher, AuthActor};
+use crate::actors::enqueued_marks::EnqueuedMarks;
 use crate::actors::inventory::InventoryActor;
 use crate::actors::mailer::MailerActor;
 use crate::actors::order::OrderActor;
@@ -151,6 +152,7 @@ pub async fn run(config: Config, role: Role) -> anyhow::Result<()> {
         store: backends.store.clone(),
         cache: backends.cache.clone(),
         sender: SendBatcher::start(backends.queue.clone(), send_batching(kinds)),
+        enqueued: EnqueuedMarks::start(backends.store.clone()),
         inventory: inventory.clone(),
         mailer: mailer.clone(),
         cache_ttl: config.cache_ttl,

@@ -12,14 +12,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
+use futures_util::future::join_all;
 use tracing::Instrument;
 
 use super::admission::Admission;
+use super::enqueued_marks::EnqueuedMarks;
 use super::inventory::{self, InventoryActor};
 use super::mailer::{self, MailerActor};
 use super::{ask, count_restart, guarded, MAILBOX_CAPACITY};
 use crate::cache::{order_key, Cache};
-use crate::domain::{Id, Order, OrderItem, OrderStatus, Page};
+use crate::domain::{Id, Order, OrderItem, OrderStatus, Page, User};
 use crate::error::{AppError, BackendError};
 use crate::messages::inventory::{ReleaseStock, ReserveStock};
 use crate::messages::mailer::SendOrderEmail;
@@ -67,6 +69,8 @@ pub struct OrderActor {
     pub cache: Arc<dyn Cache>,
     /// Queue sends go through here, so orders placed together share one batch request.
     pub sender: SendBatcher,
+    /// Sets the outbox flag of orders whose message was sent, off the request's path.
+    pub enqueued: EnqueuedMarks,
     pub inventory: Addr<InventoryActor>,
     pub mailer: Addr<MailerActor>,
     pub cache_ttl: Duration,
@@ -189,61 +193,134 @@ impl OrderActor {
         )
         .await?;
         if let TransitionOutcome::Moved(order) = &outcome {
-            self.cache_order(order).await;
-            tracing::info!(order_id = %order.id, from = from.as_str(), to = to.as_str(), "order status changed");
-            match to {
-                OrderStatus::Completed => {
-                    metrics::counter!(ORDERS_COMPLETED_TOTAL).increment(1);
-                    let waited = (order.updated_at - order.created_at)
-                        .to_std()
-                        .unwrap_or_default();
-                    metrics::histogram!(ORDER_COMPLETION_SECONDS).record(waited.as_secs_f64());
-                }
-                OrderStatus::Failed => metrics::counter!(ORDERS_FAILED_TOTAL).increment(1),
-                OrderStatus::Cancelled => metrics::counter!(ORDERS_CANCELLED_TOTAL).increment(1),
-                OrderStatus::Pending | OrderStatus::Processing => {}
-            }
+            self.moved(order, from).await;
         }
         Ok(outcome)
     }
 
+    /// The same transition for each order of `batch`, in one store call; each order as it now
+    /// is (moved or not), `None` for an unknown id.
+    async fn transition_all(
+        &self,
+        batch: &[&ProcessOrder],
+        from: OrderStatus,
+        to: OrderStatus,
+    ) -> Result<Vec<Option<Order>>, AppError> {
+        let ids: Vec<Id> = batch.iter().map(|d| d.message.order_id).collect();
+        let outcomes = backend_call(
+            "store",
+            "transition_orders",
+            self.store
+                .transition_orders(&ids, from, to, crate::domain::now()),
+        )
+        .await?;
+        let orders: Vec<(bool, Option<Order>)> = outcomes
+            .into_iter()
+            .map(|outcome| match outcome {
+                TransitionOutcome::Moved(order) => (true, Some(order)),
+                TransitionOutcome::Refused(order) => (false, order),
+            })
+            .collect();
+        // The cache writes of the orders that moved go out together (each a round trip on Redis).
+        join_all(
+            batch
+                .iter()
+                .zip(&orders)
+                .filter_map(|(delivery, (moved, order))| {
+                    Some((delivery, order.as_ref().filter(|_| *moved)?))
+                })
+                .map(|(delivery, order)| {
+                    self.moved(order, from).instrument(process_span(delivery))
+                }),
+        )
+        .await;
+        Ok(orders.into_iter().map(|(_, order)| order).collect())
+    }
+
+    /// Keeps the cache, the log and the metrics in step with a status change that happened.
+    async fn moved(&self, order: &Order, from: OrderStatus) {
+        self.cache_order(order).await;
+        tracing::info!(order_id = %order.id, from = from.as_str(), to = order.status.as_str(), "order status changed");
+        match order.status {
+            OrderStatus::Completed => {
+                metrics::counter!(ORDERS_COMPLETED_TOTAL).increment(1);
+                let waited = (order.updated_at - order.created_at)
+                    .to_std()
+                    .unwrap_or_default();
+                metrics::histogram!(ORDER_COMPLETION_SECONDS).record(waited.as_secs_f64());
+            }
+            OrderStatus::Failed => metrics::counter!(ORDERS_FAILED_TOTAL).increment(1),
+            OrderStatus::Cancelled => metrics::counter!(ORDERS_CANCELLED_TOTAL).increment(1),
+            OrderStatus::Pending | OrderStatus::Processing => {}
+        }
+    }
+
     /// Emails the customer about the order's current (terminal) status, once per status.
     async fn notify(&self, order: &Order, request_id: Option<String>) -> Result<(), AppError> {
-        // The claim (a write) and the recipient (a read) are independent: asked for together,
-        // the email waits for the slower of the two instead of both in turn.
-        let (claimed, user) = tokio::join!(
+        let mut outcomes = self.notify_all(&[(order, request_id)]).await;
+        outcomes.pop().expect("one outcome per order")
+    }
+
+    /// Emails each customer about their order's current (terminal) status, once per status; one
+    /// outcome per order, in order. The claims (one write) and the recipients (one read) are
+    /// asked for together, for all the orders at once, so the emails wait for the slower of two
+    /// store calls instead of two calls per order in turn.
+    async fn notify_all(&self, orders: &[(&Order, Option<String>)]) -> Vec<Result<(), AppError>> {
+        let claims: Vec<_> = orders.iter().map(|(o, _)| (o.id, o.status)).collect();
+        let user_ids: Vec<_> = orders.iter().map(|(o, _)| o.user_id).collect();
+        let (claimed, users) = tokio::join!(
             backend_call(
                 "store",
-                "claim_notification",
-                self.store.claim_notification(order.id, order.status),
+                "claim_notifications",
+                self.store.claim_notifications(&claims),
             ),
-            backend_call("store", "find_user", self.store.find_user(order.user_id)),
+            backend_call("store", "find_users", self.store.find_users(&user_ids)),
         );
-        if !claimed? {
-            return Ok(());
-        }
-        let sent = async {
-            let user = user?.ok_or_else(|| {
-                AppError::Internal(format!("order {} belongs to no user", order.id))
-            })?;
-            let email = SendOrderEmail {
-                order: order.clone(),
-                to: user.email,
-                to_name: user.name,
-                request_id,
-            };
-            ask(mailer::NAME, &self.mailer, email).await
-        }
-        .await;
-        if let Err(e) = &sent {
-            // Give the claim back so the next delivery of the message tries again.
-            tracing::warn!(error = %e, order_id = %order.id, "order email not sent; will retry");
-            let _ = self
-                .store
-                .release_notification(order.id, order.status)
-                .await;
-        }
-        sent
+        let claimed = match claimed {
+            Ok(claimed) => claimed,
+            Err(e) => return vec![Err(e.into()); orders.len()],
+        };
+        let sends = orders
+            .iter()
+            .zip(claimed)
+            .enumerate()
+            .map(|(i, ((order, request_id), claimed))| {
+                let user = users.as_ref().map(|found| found[i].clone()).map_err(Clone::clone);
+                async move {
+                    if !claimed {
+                        return Ok(());
+                    }
+                    let sent = self.email(order, user, request_id.clone()).await;
+                    if let Err(e) = &sent {
+                        // Give the claim back so the next delivery of the message tries again.
+                        tracing::warn!(error = %e, order_id = %order.id, "order email not sent; will retry");
+                        let _ = self
+                            .store
+                            .release_notification(order.id, order.status)
+                            .await;
+                    }
+                    sent
+                }
+            });
+        join_all(sends).await
+    }
+
+    /// Hands one order's email to the mailer; `user` is the lookup of its customer.
+    async fn email(
+        &self,
+        order: &Order,
+        user: Result<Option<User>, BackendError>,
+        request_id: Option<String>,
+    ) -> Result<(), AppError> {
+        let user = user?
+            .ok_or_else(|| AppError::Internal(format!("order {} belongs to no user", order.id)))?;
+        let email = SendOrderEmail {
+            order: order.clone(),
+            to: user.email,
+            to_name: user.name,
+            request_id,
+        };
+        ask(mailer::NAME, &self.mailer, email).await
     }
 
     async fn create(self, msg: CreateOrder) -> Result<PlacedOrder, AppError> {
@@ -367,11 +444,7 @@ impl OrderActor {
         // The order is stored, so it is accepted whatever the queue does now: if the send fails,
         // the outbox reconciler sends it later (the order's `enqueued` flag stays unset).
         match self.enqueue(order.id, Some(msg.request_id)).await {
-            Ok(()) => {
-                if let Err(e) = self.store.mark_enqueued(order.id).await {
-                    tracing::warn!(error = %e, order_id = %order.id, "could not mark order enqueued; it may be sent twice");
-                }
-            }
+            Ok(()) => self.enqueued.mark(order.id),
             Err(e) => {
                 tracing::warn!(error = %e, order_id = %order.id, "queue unavailable; the outbox will send the order")
             }
@@ -432,6 +505,101 @@ impl OrderActor {
             }
         }
         Ok(cancelled)
+    }
+
+    /// Processes the deliveries of one receive; one outcome per delivery, in order. A delivery
+    /// that failed on its last allowed attempt fails its order for good.
+    async fn process_all(&self, deliveries: &[ProcessOrder]) -> Vec<Result<(), AppError>> {
+        let outcomes = match self.process_together(deliveries).await {
+            Ok(outcomes) => outcomes,
+            Err(e) => {
+                // Each step is a conditional change, so the orders carry on one by one from
+                // wherever the batch stopped, and each message gets an outcome of its own.
+                tracing::warn!(error = %e, messages = deliveries.len(), "processing a batch failed; processing its messages one by one");
+                join_all(deliveries.iter().map(|d| self.process(d))).await
+            }
+        };
+        for (delivery, outcome) in deliveries.iter().zip(&outcomes) {
+            if let Err(e) = outcome {
+                let span = process_span(delivery);
+                if delivery.last_attempt {
+                    self.give_up(delivery, e).instrument(span).await;
+                } else {
+                    let _entered = span.enter();
+                    tracing::warn!(error = %e, "processing failed; the message will be redelivered");
+                }
+            }
+        }
+        outcomes
+    }
+
+    /// `process` for many orders at once: each lifecycle step is one store call for all of them
+    /// (on the embedded store, one write) instead of one per order. `Err` when a step failed:
+    /// nothing is decided about any of the messages then.
+    async fn process_together(
+        &self,
+        deliveries: &[ProcessOrder],
+    ) -> Result<Vec<Result<(), AppError>>, AppError> {
+        // An order may have two messages in one receive (say, the outbox's and the original):
+        // it is processed once, and its outcome answers both.
+        let mut batch: Vec<&ProcessOrder> = Vec::with_capacity(deliveries.len());
+        for delivery in deliveries {
+            if !batch
+                .iter()
+                .any(|d| d.message.order_id == delivery.message.order_id)
+            {
+                batch.push(delivery);
+            }
+        }
+        let mut orders: Vec<(&ProcessOrder, Order)> = Vec::with_capacity(batch.len());
+        let started = self
+            .transition_all(&batch, OrderStatus::Pending, OrderStatus::Processing)
+            .await?;
+        for (delivery, order) in batch.iter().zip(started) {
+            match order {
+                Some(order) => orders.push((delivery, order)),
+                None => {
+                    let _entered = process_span(delivery).entered();
+                    tracing::warn!("message for an unknown order; dropping it");
+                }
+            }
+        }
+        let processing: Vec<&ProcessOrder> = orders
+            .iter()
+            .filter(|(_, o)| o.status == OrderStatus::Processing)
+            .map(|(d, _)| *d)
+            .collect();
+        if !processing.is_empty() {
+            // Where payment capture and fulfilment plug in (see `process`).
+            if !self.processing_time.is_zero() {
+                tokio::time::sleep(self.processing_time).await;
+            }
+            let completed = self
+                .transition_all(&processing, OrderStatus::Processing, OrderStatus::Completed)
+                .await?;
+            for order in completed.into_iter().flatten() {
+                if let Some((_, slot)) = orders.iter_mut().find(|(_, o)| o.id == order.id) {
+                    *slot = order;
+                }
+            }
+        }
+        let terminal: Vec<(&Order, Option<String>)> = orders
+            .iter()
+            .filter(|(_, o)| o.status.is_terminal())
+            .map(|(d, o)| (o, d.message.request_id.clone()))
+            .collect();
+        let emailed = self.notify_all(&terminal).await;
+        let outcome_of = |id: Id| {
+            terminal
+                .iter()
+                .zip(&emailed)
+                .find(|((o, _), _)| o.id == id)
+                .map_or(Ok(()), |(_, outcome)| outcome.clone())
+        };
+        Ok(deliveries
+            .iter()
+            .map(|d| outcome_of(d.message.order_id))
+            .collect())
     }
 
     /// Moves the order as far along its lifecycle as is due, and tells the customer.
@@ -554,30 +722,20 @@ impl Handler<CancelOrder> for OrderActor {
     }
 }
 
-impl Handler<ProcessOrder> for OrderActor {
-    type Result = ResponseActFuture<Self, Result<(), AppError>>;
-    fn handle(&mut self, msg: ProcessOrder, _: &mut Context<Self>) -> Self::Result {
+impl Handler<ProcessOrders> for OrderActor {
+    type Result = ResponseActFuture<Self, Result<Vec<Result<(), AppError>>, AppError>>;
+    fn handle(&mut self, msg: ProcessOrders, _: &mut Context<Self>) -> Self::Result {
         let this = self.clone();
-        let span = tracing::info_span!(
-            "process_order",
-            order_id = %msg.message.order_id,
-            request_id = msg.message.request_id.as_deref().unwrap_or("-"),
-            receive_count = msg.receive_count
-        );
-        guarded(
-            NAME,
-            async move {
-                let result = this.process(&msg).await;
-                if let Err(e) = &result {
-                    if msg.last_attempt {
-                        this.give_up(&msg, e).await;
-                    } else {
-                        tracing::warn!(error = %e, "processing failed; the message will be redelivered");
-                    }
-                }
-                result
-            }
-            .instrument(span),
-        )
+        guarded(NAME, async move { Ok(this.process_all(&msg.0).await) })
     }
+}
+
+/// The span of one delivery's log lines.
+fn process_span(delivery: &ProcessOrder) -> tracing::Span {
+    tracing::info_span!(
+        "process_order",
+        order_id = %delivery.message.order_id,
+        request_id = delivery.message.request_id.as_deref().unwrap_or("-"),
+        receive_count = delivery.receive_count
+    )
 }

@@ -1,5 +1,5 @@
-//! SqsPollerActor: the worker's loop. It long-polls the queue for up to ten messages, hands each
-//! to OrderActor, and deletes the ones that were processed. A message that fails is left alone:
+//! SqsPollerActor: the worker's loop. It long-polls the queue for up to ten messages, hands them
+//! to OrderActor as one batch, and deletes the ones that were processed. A message that fails is left alone:
 //! it comes back after its visibility timeout, and after too many receives the queue moves it to
 //! the dead-letter queue. Several polls run at once (`WORKER_CONCURRENCY / 10`, at least one).
 //!
@@ -11,14 +11,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use futures_util::future::join_all;
 use tokio::sync::{oneshot, watch};
-use tracing::Instrument;
 
 use super::order::{self, OrderActor};
 use super::{ask, count_restart};
 use crate::config::QueueSettings;
-use crate::messages::order::ProcessOrder;
+use crate::messages::order::{ProcessOrder, ProcessOrders};
 use crate::messages::sqs_poller::{Poll, StopPolling};
 use crate::metrics::*;
 use crate::queue::{OrderMessage, Queue, ReceivedMessage, MAX_BATCH};
@@ -168,13 +166,7 @@ async fn poll_once(
         return Ok(());
     }
     metrics::counter!(QUEUE_MESSAGES_RECEIVED_TOTAL).increment(messages.len() as u64);
-    let done = join_all(
-        messages
-            .into_iter()
-            .map(|m| handle_message(queue.as_ref(), &orders, &settings, m)),
-    )
-    .await;
-    let receipts: Vec<String> = done.into_iter().flatten().collect();
+    let receipts = process_batch(queue.as_ref(), &orders, &settings, &messages).await;
     if !receipts.is_empty() {
         match backend_call("queue", "delete", queue.delete_batch(&receipts)).await {
             Ok(()) => {
@@ -187,12 +179,12 @@ async fn poll_once(
     Ok(())
 }
 
-/// Keeps a message hidden while its processing runs: every half visibility timeout the
-/// timeout is extended, so long work is not delivered to a second worker meanwhile. If this
-/// process dies, the extensions stop and the message comes back after one timeout.
+/// Keeps messages hidden while their processing runs: every half visibility timeout their
+/// timeouts are extended, so long work is not delivered to a second worker meanwhile. If this
+/// process dies, the extensions stop and the messages come back after one timeout.
 async fn with_visibility_heartbeat<F: Future>(
     queue: &dyn Queue,
-    receipt: &str,
+    receipts: &[&str],
     visibility: Duration,
     work: F,
 ) -> F::Output {
@@ -202,61 +194,72 @@ async fn with_visibility_heartbeat<F: Future>(
         tokio::select! {
             done = &mut work => return done,
             _ = tokio::time::sleep(every) => {
-                if let Err(e) = backend_call("queue", "extend_visibility", queue.extend_visibility(receipt, visibility)).await {
-                    tracing::warn!(error = %e, "could not extend a message's visibility");
+                for receipt in receipts {
+                    if let Err(e) = backend_call("queue", "extend_visibility", queue.extend_visibility(receipt, visibility)).await {
+                        tracing::warn!(error = %e, "could not extend a message's visibility");
+                    }
                 }
             }
         }
     }
 }
 
-/// Processes one message; returns its receipt handle when it may be deleted.
-async fn handle_message(
+/// Processes one receive's messages together (OrderActor takes them as one batch, so each step
+/// of the lifecycle is one store call for all of them); returns the receipt handles of those
+/// that may be deleted.
+async fn process_batch(
     queue: &dyn Queue,
     orders: &Addr<OrderActor>,
     settings: &QueueSettings,
-    message: ReceivedMessage,
-) -> Option<String> {
+    messages: &[ReceivedMessage],
+) -> Vec<String> {
     let started = Instant::now();
-    let last_attempt = message.receive_count >= settings.max_receives;
-    let parsed: Result<OrderMessage, _> = serde_json::from_str(&message.body);
-    let result = match parsed {
-        Err(e) => {
-            tracing::error!(message_id = %message.message_id, error = %e, receive_count = message.receive_count, "unparseable queue message");
-            Err(())
-        }
-        Ok(order_message) => {
-            let span = tracing::info_span!(
-                "queue_message",
-                message_id = %message.message_id,
-                order_id = %order_message.order_id,
-                request_id = order_message.request_id.as_deref().unwrap_or("-")
-            );
-            let process = ProcessOrder {
-                message: order_message,
-                receive_count: message.receive_count,
-                last_attempt,
-            };
-            let work = ask(order::NAME, orders, process).instrument(span);
-            with_visibility_heartbeat(
-                queue,
-                &message.receipt_handle,
-                settings.visibility_timeout,
-                work,
-            )
-            .await
-            .map_err(|_| ())
-        }
-    };
-    metrics::histogram!(QUEUE_MESSAGE_PROCESSING_SECONDS).record(started.elapsed().as_secs_f64());
-    match result {
-        Ok(()) => Some(message.receipt_handle),
-        Err(()) => {
-            if last_attempt {
-                metrics::counter!(QUEUE_MESSAGES_DEAD_LETTERED_TOTAL).increment(1);
-                tracing::error!(message_id = %message.message_id, "message failed its last allowed delivery; it goes to the dead-letter queue");
+    let mut deliveries = Vec::with_capacity(messages.len());
+    let mut parsed: Vec<&ReceivedMessage> = Vec::with_capacity(messages.len());
+    for message in messages {
+        let last_attempt = message.receive_count >= settings.max_receives;
+        match serde_json::from_str::<OrderMessage>(&message.body) {
+            Ok(order_message) => {
+                deliveries.push(ProcessOrder {
+                    message: order_message,
+                    receive_count: message.receive_count,
+                    last_attempt,
+                });
+                parsed.push(message);
             }
-            None
+            Err(e) => {
+                tracing::error!(message_id = %message.message_id, error = %e, receive_count = message.receive_count, "unparseable queue message");
+                if last_attempt {
+                    dead_lettered(message);
+                }
+            }
         }
     }
+    if deliveries.is_empty() {
+        return vec![];
+    }
+    let receipts: Vec<&str> = parsed.iter().map(|m| m.receipt_handle.as_str()).collect();
+    let work = ask(order::NAME, orders, ProcessOrders(deliveries));
+    let outcomes =
+        with_visibility_heartbeat(queue, &receipts, settings.visibility_timeout, work).await;
+    let elapsed = started.elapsed().as_secs_f64();
+    // The whole batch fails only when OrderActor could not take it (or panicked).
+    if let Err(e) = &outcomes {
+        tracing::warn!(error = %e, messages = parsed.len(), "a batch of messages could not be processed; they will be redelivered");
+    }
+    let mut done = Vec::with_capacity(parsed.len());
+    for (i, message) in parsed.into_iter().enumerate() {
+        metrics::histogram!(QUEUE_MESSAGE_PROCESSING_SECONDS).record(elapsed);
+        if outcomes.as_ref().is_ok_and(|each| each[i].is_ok()) {
+            done.push(message.receipt_handle.clone());
+        } else if message.receive_count >= settings.max_receives {
+            dead_lettered(message);
+        }
+    }
+    done
+}
+
+fn dead_lettered(message: &ReceivedMessage) {
+    metrics::counter!(QUEUE_MESSAGES_DEAD_LETTERED_TOTAL).increment(1);
+    tracing::error!(message_id = %message.message_id, "message failed its last allowed delivery; it goes to the dead-letter queue");
 }

@@ -56,12 +56,16 @@ pub struct CancelOrder {
     pub request_id: String,
 }
 
-/// One delivery of a queue message. `Ok` means the message is done with and may be deleted.
-#[derive(Message)]
-#[rtype(result = "Result<(), AppError>")]
+/// One delivery of a queue message.
 pub struct ProcessOrder {
     pub message: OrderMessage,
     pub receive_count: u32,
     /// This delivery is the last before the message is dead-lettered: a failure now is final.
     pub last_attempt: bool,
 }
+
+/// The deliveries of one receive, processed together. The answer has one outcome per delivery,
+/// in the same order: `Ok` means that message is done with and may be deleted.
+#[derive(Message)]
+#[rtype(result = "Result<Vec<Result<(), AppError>>, AppError>")]
+pub struct ProcessOrders(pub Vec<ProcessOrder>);

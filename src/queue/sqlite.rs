@@ -197,8 +197,11 @@ impl Queue for SqliteQueue {
             })
             .await
             .map_err(as_queue)?;
-        // After the commit, so a woken poll finds the messages.
-        self.db.queue_sent().notify_waiters();
+        // After the commit, so a woken poll finds the messages. One poll, not every one
+        // waiting: a receive takes up to a whole batch, and waking all of them made each send
+        // cost a receive (a write) per waiting poll, of which all but one found nothing. A
+        // woken poll that returns without waiting again hands the wake-up on to another.
+        self.db.queue_sent().notify_one();
         Ok(())
     }
 
@@ -221,6 +224,10 @@ impl Queue for SqliteQueue {
             sent.as_mut().enable();
 
             let received = self.receive_now(max, visibility).await?;
+            if received.len() == max {
+                // There may be more: a send wakes only one poll, so wake another for the rest.
+                self.db.queue_sent().notify_one();
+            }
             let now = Instant::now();
             if !received.is_empty() || now >= deadline {
                 return Ok(received);

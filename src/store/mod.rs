@@ -14,6 +14,7 @@ pub mod sqlite;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use futures_util::future::{join_all, try_join_all};
 
 use crate::domain::{
     Email, Id, NewProduct, Order, OrderLine, OrderStatus, PageRequest, Product, ProductPatch, User,
@@ -75,6 +76,10 @@ pub trait Store: Send + Sync + 'static {
 
     async fn insert_user(&self, user: &User) -> StoreResult<()>;
     async fn find_user(&self, id: Id) -> StoreResult<Option<User>>;
+    /// `find_user` for each of `ids`, answered in the same order (one read when embedded).
+    async fn find_users(&self, ids: &[Id]) -> StoreResult<Vec<Option<User>>> {
+        try_join_all(ids.iter().map(|&id| self.find_user(id))).await
+    }
     async fn find_user_by_email(&self, email: &Email) -> StoreResult<Option<User>>;
 
     async fn insert_session(&self, session: &Session) -> StoreResult<()>;
@@ -131,11 +136,54 @@ pub trait Store: Send + Sync + 'static {
     /// Records that the customer was told about `status`, if nobody recorded it yet. Returns
     /// false when it was recorded before: the email must not be sent again.
     async fn claim_notification(&self, order_id: Id, status: OrderStatus) -> StoreResult<bool>;
+    /// `transition_order` (without a reason) for each of `ids`, answered in the same order. A
+    /// worker processes the messages of one receive together through this; the embedded store
+    /// applies them in one write instead of one write each.
+    async fn transition_orders(
+        &self,
+        ids: &[Id],
+        from: OrderStatus,
+        to: OrderStatus,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<TransitionOutcome>> {
+        try_join_all(
+            ids.iter()
+                .map(|&id| self.transition_order(id, from, to, None, now)),
+        )
+        .await
+    }
+    /// `claim_notification` for each claim, answered in the same order: all are made or none
+    /// (the embedded store makes them in one write). None, because a caller that sees an error
+    /// sends no email, so a claim made meanwhile would stop every later attempt from sending it.
+    async fn claim_notifications(&self, claims: &[(Id, OrderStatus)]) -> StoreResult<Vec<bool>> {
+        let results = join_all(
+            claims
+                .iter()
+                .map(|&(order_id, status)| self.claim_notification(order_id, status)),
+        )
+        .await;
+        if let Some(error) = results.iter().find_map(|r| r.as_ref().err()).cloned() {
+            for (&(order_id, status), result) in claims.iter().zip(&results) {
+                if matches!(result, Ok(true)) {
+                    let _ = self.release_notification(order_id, status).await;
+                }
+            }
+            return Err(error);
+        }
+        Ok(results.into_iter().flatten().collect())
+    }
     /// Gives a notification claim back after the email could not be sent.
     async fn release_notification(&self, order_id: Id, status: OrderStatus) -> StoreResult<()>;
 
     /// Marks the order's queue message as sent (the outbox flag).
     async fn mark_enqueued(&self, order_id: Id) -> StoreResult<()>;
+    /// `mark_enqueued` for each of `order_ids` (one write when embedded, one update on MongoDB).
+    async fn mark_enqueued_many(&self, order_ids: &[Id]) -> StoreResult<()> {
+        for &id in order_ids {
+            self.mark_enqueued(id).await?;
+        }
+        Ok(())
+    }
     /// Pending orders whose queue message was never confirmed sent, older than `before`.
     async fn unenqueued_orders(&self, before: DateTime<Utc>, limit: u32) -> StoreResult<Vec<Id>>;
 

@@ -1379,8 +1379,16 @@ impl Store for MongoStore {
     }
 
     async fn mark_enqueued(&self, order_id: Id) -> StoreResult<()> {
-        self.write(self.orders.update_one(
-            doc! { "_id": order_id.object_id() },
+        self.mark_enqueued_many(&[order_id]).await
+    }
+
+    async fn mark_enqueued_many(&self, order_ids: &[Id]) -> StoreResult<()> {
+        if order_ids.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<_> = order_ids.iter().map(|id| id.object_id()).collect();
+        self.write(self.orders.update_many(
+            doc! { "_id": { "$in": ids } },
             doc! { "$set": { "enqueued": true } },
         ))
         .await

@@ -539,6 +539,59 @@ fn load_product(conn: &Connection, id: Id) -> rusqlite::Result<Option<Product>> 
     .optional()
 }
 
+fn load_user(conn: &Connection, id: Id) -> rusqlite::Result<Option<User>> {
+    conn.prepare_cached(concat!(
+        "SELECT ",
+        user_columns!(),
+        " FROM users WHERE id = ?1"
+    ))?
+    .query_row([id], user_from_row)
+    .optional()
+}
+
+/// One conditional status change, inside the caller's write.
+fn transition_in(
+    conn: &Connection,
+    id: Id,
+    from: OrderStatus,
+    to: OrderStatus,
+    reason: Option<&str>,
+    now: DateTime<Utc>,
+) -> rusqlite::Result<TransitionOutcome> {
+    let moved = conn
+        .prepare_cached(concat!(
+            "UPDATE orders SET status = ?1, updated_at = ?2, \
+             failure_reason = coalesce(?3, failure_reason) \
+             WHERE id = ?4 AND status = ?5 RETURNING ",
+            order_columns!()
+        ))?
+        .query_row(params![to, ts(now), reason, id, from], order_from_row)
+        .optional()?;
+    let Some(order) = moved else {
+        return Ok(TransitionOutcome::Refused(load_order(conn, id)?));
+    };
+    // Only the transaction that won the status change gets here, so the stock goes back exactly
+    // once however many callers race to cancel or fail the order.
+    if to.returns_stock() {
+        let mut give_back = conn.prepare_cached(GIVE_BACK_STOCK)?;
+        for line in order.reserved_lines() {
+            give_back.execute(params![line.quantity.get(), line.product_id])?;
+        }
+    }
+    Ok(TransitionOutcome::Moved(order))
+}
+
+/// Records a notification claim inside the caller's write; false when it was claimed before.
+fn claim_in(conn: &Connection, order_id: Id, status: OrderStatus) -> rusqlite::Result<bool> {
+    let inserted = conn
+        .prepare_cached(
+            "INSERT INTO order_notifications (order_id, status, claimed_at) \
+             VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
+        )?
+        .execute(params![order_id, status, ts(Utc::now())])?;
+    Ok(inserted == 1)
+}
+
 fn load_order(conn: &Connection, id: Id) -> rusqlite::Result<Option<Order>> {
     conn.prepare_cached(concat!(
         "SELECT ",
@@ -596,16 +649,13 @@ impl Store for SqliteStore {
     }
 
     async fn find_user(&self, id: Id) -> StoreResult<Option<User>> {
+        self.db.read(move |c| load_user(c, id)).await
+    }
+
+    async fn find_users(&self, ids: &[Id]) -> StoreResult<Vec<Option<User>>> {
+        let ids = ids.to_vec();
         self.db
-            .read(move |c| {
-                c.prepare_cached(concat!(
-                    "SELECT ",
-                    user_columns!(),
-                    " FROM users WHERE id = ?1"
-                ))?
-                .query_row([id], user_from_row)
-                .optional()
-            })
+            .read(move |c| ids.into_iter().map(|id| load_user(c, id)).collect())
             .await
     }
 
@@ -939,42 +989,39 @@ impl Store for SqliteStore {
     ) -> StoreResult<TransitionOutcome> {
         let reason = reason.map(str::to_owned);
         self.db
+            .write(move |c| transition_in(c, id, from, to, reason.as_deref(), now))
+            .await
+    }
+
+    async fn transition_orders(
+        &self,
+        ids: &[Id],
+        from: OrderStatus,
+        to: OrderStatus,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<TransitionOutcome>> {
+        let ids = ids.to_vec();
+        self.db
             .write(move |c| {
-                let moved = c
-                    .prepare_cached(concat!(
-                        "UPDATE orders SET status = ?1, updated_at = ?2, \
-                         failure_reason = coalesce(?3, failure_reason) \
-                         WHERE id = ?4 AND status = ?5 RETURNING ",
-                        order_columns!()
-                    ))?
-                    .query_row(params![to, ts(now), reason, id, from], order_from_row)
-                    .optional()?;
-                let Some(order) = moved else {
-                    return Ok(TransitionOutcome::Refused(load_order(c, id)?));
-                };
-                // Only the transaction that won the status change gets here, so the stock goes
-                // back exactly once however many callers race to cancel or fail the order.
-                if to.returns_stock() {
-                    let mut give_back = c.prepare_cached(GIVE_BACK_STOCK)?;
-                    for line in order.reserved_lines() {
-                        give_back.execute(params![line.quantity.get(), line.product_id])?;
-                    }
-                }
-                Ok(TransitionOutcome::Moved(order))
+                ids.into_iter()
+                    .map(|id| transition_in(c, id, from, to, None, now))
+                    .collect()
             })
             .await
     }
 
     async fn claim_notification(&self, order_id: Id, status: OrderStatus) -> StoreResult<bool> {
+        self.db.write(move |c| claim_in(c, order_id, status)).await
+    }
+
+    async fn claim_notifications(&self, claims: &[(Id, OrderStatus)]) -> StoreResult<Vec<bool>> {
+        let claims = claims.to_vec();
         self.db
             .write(move |c| {
-                let inserted = c
-                    .prepare_cached(
-                        "INSERT INTO order_notifications (order_id, status, claimed_at) \
-                         VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
-                    )?
-                    .execute(params![order_id, status, ts(Utc::now())])?;
-                Ok(inserted == 1)
+                claims
+                    .into_iter()
+                    .map(|(order_id, status)| claim_in(c, order_id, status))
+                    .collect()
             })
             .await
     }
@@ -992,10 +1039,17 @@ impl Store for SqliteStore {
     }
 
     async fn mark_enqueued(&self, order_id: Id) -> StoreResult<()> {
+        self.mark_enqueued_many(&[order_id]).await
+    }
+
+    async fn mark_enqueued_many(&self, order_ids: &[Id]) -> StoreResult<()> {
+        let order_ids = order_ids.to_vec();
         self.db
             .write(move |c| {
-                c.prepare_cached("UPDATE orders SET enqueued = 1 WHERE id = ?1")?
-                    .execute([order_id])?;
+                let mut mark = c.prepare_cached("UPDATE orders SET enqueued = 1 WHERE id = ?1")?;
+                for id in order_ids {
+                    mark.execute([id])?;
+                }
                 Ok(())
             })
             .await

@@ -872,6 +872,101 @@ async fn concurrent_notification_claims_have_one_winner(store: Arc<dyn Store>) {
     assert_eq!(winners, 1);
 }
 
+/// The batch forms the worker uses answer each item as the single call would, in order.
+async fn batch_transitions_answer_each_order_in_order(store: Arc<dyn Store>) {
+    let p = product(&*store, "a", 10).await;
+    let first = placed_order(&*store, &[(&p, 1)]).await;
+    let second = placed_order(&*store, &[(&p, 2)]).await;
+    let unknown = Id::new();
+    let later = first.created_at.max(second.created_at) + TimeDelta::seconds(1);
+    // `first` already moved on: the batch must refuse it and still move the others.
+    moved(
+        store
+            .transition_order(
+                first.id,
+                OrderStatus::Pending,
+                OrderStatus::Processing,
+                None,
+                later,
+            )
+            .await
+            .unwrap(),
+    );
+    let outcomes = store
+        .transition_orders(
+            &[second.id, unknown, first.id],
+            OrderStatus::Pending,
+            OrderStatus::Processing,
+            later,
+        )
+        .await
+        .unwrap();
+    assert_eq!(outcomes.len(), 3, "{outcomes:?}");
+    assert!(
+        matches!(&outcomes[0], TransitionOutcome::Moved(o) if o.id == second.id && o.status == OrderStatus::Processing),
+        "{:?}",
+        outcomes[0]
+    );
+    assert!(matches!(outcomes[1], TransitionOutcome::Refused(None)));
+    assert!(
+        matches!(&outcomes[2], TransitionOutcome::Refused(Some(o)) if o.id == first.id && o.status == OrderStatus::Processing),
+        "{:?}",
+        outcomes[2]
+    );
+    // Moves that return stock return it, once each.
+    let failed = store
+        .transition_orders(
+            &[first.id, second.id],
+            OrderStatus::Processing,
+            OrderStatus::Failed,
+            later,
+        )
+        .await
+        .unwrap();
+    assert!(failed
+        .iter()
+        .all(|o| matches!(o, TransitionOutcome::Moved(o) if o.status == OrderStatus::Failed)));
+    assert_eq!(stock(&*store, p.id).await, 10);
+    assert!(store
+        .transition_orders(&[], OrderStatus::Pending, OrderStatus::Processing, later)
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+async fn batch_claims_and_lookups_answer_each_item_in_order(store: Arc<dyn Store>) {
+    let (a, b) = (Id::new(), Id::new());
+    assert!(store
+        .claim_notification(a, OrderStatus::Completed)
+        .await
+        .unwrap());
+    let claimed = store
+        .claim_notifications(&[
+            (a, OrderStatus::Completed),
+            (b, OrderStatus::Completed),
+            (a, OrderStatus::Failed),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(claimed, vec![false, true, true]);
+    assert!(!store
+        .claim_notification(b, OrderStatus::Completed)
+        .await
+        .unwrap());
+
+    let ann = user("ann.batch@example.com");
+    let bob = user("bob.batch@example.com");
+    store.insert_user(&ann).await.unwrap();
+    store.insert_user(&bob).await.unwrap();
+    let found = store
+        .find_users(&[bob.id, Id::new(), ann.id, bob.id])
+        .await
+        .unwrap();
+    let ids: Vec<Option<Id>> = found.iter().map(|u| u.as_ref().map(|u| u.id)).collect();
+    assert_eq!(ids, vec![Some(bob.id), None, Some(ann.id), Some(bob.id)]);
+    assert_eq!(found[2].as_ref().unwrap().email, ann.email);
+}
+
 async fn the_first_idempotent_answer_wins(store: Arc<dyn Store>) {
     let (user_id, t) = (Id::new(), now());
     let first = record("h1", 201, r#"{"a":1}"#);
@@ -1037,6 +1132,17 @@ async fn the_outbox_lists_pending_orders_never_enqueued(store: Arc<dyn Store>) {
             .unwrap(),
         vec![unsent_b.id, fresh.id]
     );
+    // Marks made together, as placed orders' marks are; unknown ids among them are ignored.
+    store
+        .mark_enqueued_many(&[unsent_b.id, Id::new(), fresh.id])
+        .await
+        .unwrap();
+    store.mark_enqueued_many(&[]).await.unwrap();
+    assert!(store
+        .unenqueued_orders(now() + TimeDelta::minutes(1), 10)
+        .await
+        .unwrap()
+        .is_empty());
     // Enqueuing does not change what the client sees.
     assert_eq!(
         store.find_order(sent.id).await.unwrap().as_ref(),
@@ -1186,6 +1292,8 @@ contract_tests! {
     racing_cancellations_return_stock_once,
     notifications_are_claimed_once_until_released,
     concurrent_notification_claims_have_one_winner,
+    batch_transitions_answer_each_order_in_order,
+    batch_claims_and_lookups_answer_each_item_in_order,
     the_first_idempotent_answer_wins,
     idempotency_records_expire_after_a_day,
     concurrent_idempotent_saves_agree_on_one_answer,
