@@ -4,6 +4,7 @@
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use moka::policy::EvictionPolicy;
 use moka::sync::Cache as MokaCache;
 use moka::Expiry;
 
@@ -49,12 +50,18 @@ pub struct MemoryCache {
 
 impl MemoryCache {
     /// `max_bytes` bounds the memory the keys and values take (moka's own bookkeeping adds
-    /// about a hundred bytes an entry); the least useful entries are evicted first. Bounded
-    /// by size rather than by count because orders vary in size (1 to 100 lines).
+    /// about a hundred bytes an entry); the least recently used entries are evicted first.
+    /// Bounded by size rather than by count because orders vary in size (1 to 100 lines).
+    ///
+    /// Least recently used, not moka's default TinyLFU: TinyLFU admits a new entry only if it
+    /// looks more popular than the one it would evict, and a just-placed order has been read at
+    /// most once. Once the cache was full (about 25,000 orders), new orders were no longer
+    /// cached at all and nearly every status poll went to the store.
     pub fn new(max_bytes: u64) -> Self {
         MemoryCache {
             entries: MokaCache::builder()
                 .max_capacity(max_bytes)
+                .eviction_policy(EvictionPolicy::lru())
                 .weigher(|key: &String, entry: &Entry| {
                     u32::try_from(key.len() + entry.value.len()).unwrap_or(u32::MAX)
                 })
@@ -146,6 +153,33 @@ mod tests {
         }
         assert_eq!(c.increment("n", Duration::from_secs(60)).await.unwrap(), 51);
         assert_eq!(c.get("n").await.unwrap().as_deref(), Some("51"));
+    }
+
+    #[tokio::test]
+    async fn a_full_cache_makes_room_for_new_entries() {
+        let c = MemoryCache::new(64 * 1024);
+        let value = "v".repeat(1000);
+        let ttl = Duration::from_secs(60);
+        // Fill it with entries read a few times each, as orders being polled are.
+        for i in 0..100 {
+            c.set(&format!("old-{i}"), &value, ttl).await.unwrap();
+            for _ in 0..3 {
+                c.get(&format!("old-{i}")).await.unwrap();
+            }
+        }
+        c.entries.run_pending_tasks();
+        // A new entry is kept even so: the next read of a just-placed order is a hit.
+        for i in 0..100 {
+            let key = format!("new-{i}");
+            c.set(&key, &value, ttl).await.unwrap();
+            c.entries.run_pending_tasks();
+            assert_eq!(
+                c.get(&key).await.unwrap().as_deref(),
+                Some(value.as_str()),
+                "{key} was not kept"
+            );
+        }
+        assert!(c.entries.weighted_size() <= 64 * 1024);
     }
 
     #[tokio::test]
