@@ -928,9 +928,28 @@ async fn the_service_rides_out_cache_and_database_outages() {
         },
     )
     .await;
+    poll_until(Duration::from_secs(20), "ready with Redis back", || async {
+        let r = srv.get("/ready", None).await;
+        (r.status == 200).then_some(()).ok_or_else(|| r.ctx())
+    })
+    .await;
 
     // FerretDB down: what needs the database fails fast with a 503, and leaves nothing behind.
     tokio::task::block_in_place(|| real.ferretdb.kill());
+    let ready = srv.get("/ready", None).await;
+    let problem = assert_problem(&ready, 503, "not_ready");
+    assert_eq!(
+        problem["unavailable"],
+        json!(["database"]),
+        "{}",
+        ready.ctx()
+    );
+    assert_eq!(
+        ready.header("retry-after").as_deref(),
+        Some("5"),
+        "{}",
+        ready.ctx()
+    );
     let product = srv.get(&format!("/api/products/{pid}"), None).await;
     assert_problem(&product, 503, "service_unavailable");
     let order = srv.place_order_raw(&user, &order_body(&[(&pid, 5)])).await;

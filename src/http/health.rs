@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use actix_web::{web, HttpResponse};
+use actix_web::{http::header, web, HttpResponse};
 use serde::Serialize;
 use serde_json::json;
 use utoipa::ToSchema;
@@ -11,6 +11,9 @@ use utoipa::ToSchema;
 use crate::app::Backends;
 
 const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+/// When a client told "not ready" should ask again (`Retry-After`): backends that went away are
+/// reconnected on the next call, so a few seconds is the usual wait.
+const NOT_READY_RETRY_AFTER_SECS: u64 = 5;
 
 #[derive(Serialize, ToSchema)]
 pub struct Health {
@@ -36,7 +39,8 @@ pub async fn health() -> HttpResponse {
     responses(
         (status = 200, description = "Every configured backend answers", body = Readiness),
         (status = 503, description = "A backend does not answer (`not_ready`): `unavailable` names them, `checks` has \
-            every backend's state"),
+            every backend's state",
+            headers(("Retry-After" = u64, description = "Seconds to wait before asking again"))),
     ))]
 pub async fn ready(backends: web::Data<Backends>) -> HttpResponse {
     let b = backends.get_ref();
@@ -65,6 +69,7 @@ pub async fn ready(backends: web::Data<Backends>) -> HttpResponse {
         tracing::warn!(?failing, "not ready");
         HttpResponse::ServiceUnavailable()
             .content_type("application/problem+json")
+            .insert_header((header::RETRY_AFTER, NOT_READY_RETRY_AFTER_SECS.to_string()))
             .json(json!({
                 "type": "urn:order-service:problem:not_ready",
                 "title": "Not ready",
