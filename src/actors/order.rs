@@ -510,13 +510,17 @@ impl OrderActor {
     /// Processes the deliveries of one receive; one outcome per delivery, in order. A delivery
     /// that failed on its last allowed attempt fails its order for good.
     async fn process_all(&self, deliveries: &[ProcessOrder]) -> Vec<Result<(), AppError>> {
-        let outcomes = match self.process_together(deliveries).await {
+        let outcomes = match self.process(deliveries).await {
             Ok(outcomes) => outcomes,
             Err(e) => {
                 // Each step is a conditional change, so the orders carry on one by one from
                 // wherever the batch stopped, and each message gets an outcome of its own.
                 tracing::warn!(error = %e, messages = deliveries.len(), "processing a batch failed; processing its messages one by one");
-                join_all(deliveries.iter().map(|d| self.process(d))).await
+                join_all(deliveries.iter().map(|d| async move {
+                    let mut outcome = self.process(std::slice::from_ref(d)).await?;
+                    outcome.pop().expect("one outcome per delivery")
+                }))
+                .await
             }
         };
         for (delivery, outcome) in deliveries.iter().zip(&outcomes) {
@@ -533,10 +537,13 @@ impl OrderActor {
         outcomes
     }
 
-    /// `process` for many orders at once: each lifecycle step is one store call for all of them
-    /// (on the embedded store, one write) instead of one per order. `Err` when a step failed:
-    /// nothing is decided about any of the messages then.
-    async fn process_together(
+    /// Moves each delivery's order as far along its lifecycle as is due, and tells the customer.
+    /// Each lifecycle step is one store call for all of them (on the embedded store, one write)
+    /// instead of one per order. The conditional move out of pending doubles as the read: when
+    /// it is refused (a redelivery, a cancelled order) the store answers with the order as it
+    /// is, so no message costs a separate lookup first. `Err` when a step failed: nothing is
+    /// decided about any of the messages then.
+    async fn process(
         &self,
         deliveries: &[ProcessOrder],
     ) -> Result<Vec<Result<(), AppError>>, AppError> {
@@ -570,7 +577,8 @@ impl OrderActor {
             .map(|(d, _)| *d)
             .collect();
         if !processing.is_empty() {
-            // Where payment capture and fulfilment plug in (see `process`).
+            // Processing is where payment capture and fulfilment integrations plug in; today it
+            // takes the configured time and the order is complete once its stock is reserved.
             if !self.processing_time.is_zero() {
                 tokio::time::sleep(self.processing_time).await;
             }
@@ -600,42 +608,6 @@ impl OrderActor {
             .iter()
             .map(|d| outcome_of(d.message.order_id))
             .collect())
-    }
-
-    /// Moves the order as far along its lifecycle as is due, and tells the customer.
-    async fn process(&self, msg: &ProcessOrder) -> Result<(), AppError> {
-        let id = msg.message.order_id;
-        // The conditional move out of pending doubles as the read: when it is refused (a
-        // redelivery, a cancelled order) the store answers with the order as it is, so no
-        // message costs a separate lookup first.
-        let mut order = match self
-            .transition(id, OrderStatus::Pending, OrderStatus::Processing, None)
-            .await?
-        {
-            TransitionOutcome::Moved(o) | TransitionOutcome::Refused(Some(o)) => o,
-            TransitionOutcome::Refused(None) => {
-                tracing::warn!(order_id = %id, "message for an unknown order; dropping it");
-                return Ok(());
-            }
-        };
-        if order.status == OrderStatus::Processing {
-            // Processing is where payment capture and fulfilment integrations plug in; today it
-            // takes the configured time and the order is complete once its stock is reserved.
-            if !self.processing_time.is_zero() {
-                tokio::time::sleep(self.processing_time).await;
-            }
-            order = match self
-                .transition(id, OrderStatus::Processing, OrderStatus::Completed, None)
-                .await?
-            {
-                TransitionOutcome::Moved(o) | TransitionOutcome::Refused(Some(o)) => o,
-                TransitionOutcome::Refused(None) => return Ok(()),
-            };
-        }
-        if order.status.is_terminal() {
-            self.notify(&order, msg.message.request_id.clone()).await?;
-        }
-        Ok(())
     }
 
     /// The message failed on its last allowed delivery: the order fails for good, its stock goes
