@@ -8,7 +8,6 @@
 //! Times round-trip at millisecond precision (MongoDB's); the service's clock
 //! (`domain::now`) already truncates to it, so what is answered is what is stored.
 
-mod group_commit;
 pub mod mongo;
 pub mod sqlite;
 

@@ -8,7 +8,7 @@
 //!   we do; a pool of writers would only trade waiting on our lock for `SQLITE_BUSY` retries
 //!   inside SQLite. One thread owns the writer connection and runs the writes waiting for it
 //!   together, in their order of arrival, in one transaction with a savepoint each
-//!   (`super::group_commit`): a failing write is undone alone, and under load one commit
+//!   (`group_commit`): a failing write is undone alone, and under load one commit
 //!   serves many writes instead of one thread hand-off and one commit each.
 //! - **`BEGIN IMMEDIATE` for every write.** Several processes (`api`, `worker`) may share the
 //!   file. A deferred transaction that reads and then writes can find, at its first write, that
@@ -26,21 +26,18 @@
 //! No table has a foreign key: the MongoDB store can not enforce them and both stores must pass
 //! the same contract tests, so neither may refuse what the other accepts.
 
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+mod db;
+mod group_commit;
+mod rows;
+mod schema;
 
 use async_trait::async_trait;
-use chrono::{DateTime, SecondsFormat, Utc};
-use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSqlOutput, ValueRef};
-use rusqlite::{
-    params, Connection, ErrorCode, OpenFlags, OptionalExtension, Row, ToSql, TransactionBehavior,
-};
-use serde::de::DeserializeOwned;
-use serde::Serialize;
-use tokio::sync::{Notify, Semaphore};
+use chrono::{DateTime, Utc};
+use rusqlite::{params, Connection, OptionalExtension, Row};
 
-use super::group_commit::GroupWriter;
+pub use db::SqliteDb;
+use rows::{conversion_error, sql_count, to_json, ts, Json, Ts};
+
 use super::{
     IdempotencyRecord, ReserveOutcome, RotateOutcome, Session, Store, StoreResult,
     TransitionOutcome,
@@ -49,407 +46,11 @@ use crate::domain::{
     Cents, Email, Id, NewProduct, Order, OrderLine, OrderStatus, PageRequest, Product,
     ProductPatch, Role, User,
 };
-use crate::error::{BackendError, Shortage};
-
-const BACKEND: &str = "database";
-
-/// WAL readers never block the writer, so a handful is plenty for one process; more would
-/// only compete for the same disk.
-const READ_CONNECTIONS: usize = 4;
-
-/// How long a statement waits for another process's write lock before giving up as
-/// unavailable.
-const BUSY_TIMEOUT: Duration = Duration::from_millis(5000);
+use crate::error::Shortage;
 
 /// Idempotency records answer retries for at least this long (clients retry within minutes;
 /// a day leaves room for a client that was offline).
 const IDEMPOTENCY_TTL_HOURS: i64 = 24;
-
-/// Schema migrations, applied in order; `PRAGMA user_version` records how many ran. Append new
-/// steps, never edit a released one: databases in the field already ran it.
-const MIGRATIONS: &[&str] = &[r#"
-CREATE TABLE IF NOT EXISTS users (
-    id            TEXT PRIMARY KEY,
-    email         TEXT NOT NULL UNIQUE,
-    name          TEXT NOT NULL,
-    role          TEXT NOT NULL,
-    password_hash TEXT NOT NULL,
-    created_at    TEXT NOT NULL
-);
-
-CREATE TABLE IF NOT EXISTS sessions (
-    id          TEXT PRIMARY KEY,
-    user_id     TEXT NOT NULL,
-    current_jti TEXT NOT NULL,
-    expires_at  TEXT NOT NULL,
-    revoked     INTEGER NOT NULL DEFAULT 0,
-    created_at  TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS sessions_by_user ON sessions (user_id);
-
-CREATE TABLE IF NOT EXISTS products (
-    id          TEXT PRIMARY KEY,
-    name        TEXT NOT NULL,
-    description TEXT NOT NULL,
-    price       INTEGER NOT NULL CHECK (price >= 0),
-    -- The last line of defence against overselling: a bug that decrements too far fails
-    -- loudly instead of selling stock that is not there.
-    stock       INTEGER NOT NULL CHECK (stock >= 0),
-    created_at  TEXT NOT NULL,
-    updated_at  TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS products_by_age ON products (created_at, id);
-
-CREATE TABLE IF NOT EXISTS orders (
-    id               TEXT PRIMARY KEY,
-    user_id          TEXT NOT NULL,
-    -- Snapshots taken at creation and never queried into: JSON keeps them one read away.
-    items            TEXT NOT NULL,
-    shipping_address TEXT NOT NULL,
-    payment_method   TEXT NOT NULL,
-    status           TEXT NOT NULL,
-    total_amount     INTEGER NOT NULL,
-    failure_reason   TEXT,
-    created_at       TEXT NOT NULL,
-    updated_at       TEXT NOT NULL,
-    -- The outbox flag: 0 until the queue confirmed the order's message.
-    enqueued         INTEGER NOT NULL DEFAULT 0
-);
-CREATE INDEX IF NOT EXISTS orders_by_user ON orders (user_id, created_at DESC, id DESC);
-CREATE INDEX IF NOT EXISTS orders_unenqueued ON orders (created_at)
-    WHERE enqueued = 0 AND status = 'pending';
-
--- One row per (order, status) the customer was told about: the primary key is the claim.
-CREATE TABLE IF NOT EXISTS order_notifications (
-    order_id   TEXT NOT NULL,
-    status     TEXT NOT NULL,
-    claimed_at TEXT NOT NULL,
-    PRIMARY KEY (order_id, status)
-) WITHOUT ROWID;
-
-CREATE TABLE IF NOT EXISTS idempotency_keys (
-    user_id      TEXT NOT NULL,
-    key          TEXT NOT NULL,
-    request_hash TEXT NOT NULL,
-    status       INTEGER NOT NULL,
-    body         TEXT NOT NULL,
-    created_at   TEXT NOT NULL,
-    PRIMARY KEY (user_id, key)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS idempotency_by_age ON idempotency_keys (created_at);
-
--- The embedded queue (crate::queue::sqlite). Times are integer milliseconds since the epoch:
--- visibility arithmetic happens in SQL, and every process sharing the file agrees on it.
-CREATE TABLE IF NOT EXISTS queue_messages (
-    id             INTEGER PRIMARY KEY AUTOINCREMENT,
-    message_id     TEXT NOT NULL,
-    body           TEXT NOT NULL,
-    receive_count  INTEGER NOT NULL DEFAULT 0,
-    visible_at     INTEGER NOT NULL,
-    receipt_handle TEXT,
-    sent_at        INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS queue_by_visibility ON queue_messages (visible_at, id);
-CREATE INDEX IF NOT EXISTS queue_by_receipt ON queue_messages (receipt_handle)
-    WHERE receipt_handle IS NOT NULL;
-
-CREATE TABLE IF NOT EXISTS dead_letters (
-    id            INTEGER PRIMARY KEY AUTOINCREMENT,
-    message_id    TEXT NOT NULL,
-    body          TEXT NOT NULL,
-    receive_count INTEGER NOT NULL,
-    sent_at       INTEGER NOT NULL,
-    moved_at      INTEGER NOT NULL
-);
-"#];
-
-/// The database file, shared by the store and the queue. Cloning is cheap and every clone uses
-/// the same connections.
-#[derive(Clone)]
-pub struct SqliteDb {
-    inner: Arc<Inner>,
-}
-
-struct Inner {
-    path: PathBuf,
-    /// The writer thread's inbox. Jobs run in arrival order, so a burst of writes can not
-    /// starve any one of them.
-    writer: GroupWriter,
-    /// Idle read connections, opened on first need. Never locked across a query, so a panic in
-    /// one can not poison it for the others.
-    readers: Arc<Mutex<Vec<Connection>>>,
-    read_permits: Arc<Semaphore>,
-    queue_sent: Notify,
-}
-
-impl SqliteDb {
-    /// Opens (creating if needed) the database file and brings its schema up to date.
-    pub fn open(path: &Path) -> Result<SqliteDb, BackendError> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| BackendError::unavailable(BACKEND, e))?;
-        }
-        let mut conn = Connection::open(path).map_err(db_error)?;
-        configure_writer(&conn).map_err(db_error)?;
-        migrate(&mut conn)?;
-        Ok(SqliteDb {
-            inner: Arc::new(Inner {
-                path: path.to_path_buf(),
-                writer: GroupWriter::start(conn, BACKEND, db_error)
-                    .map_err(|e| BackendError::other(BACKEND, e))?,
-                readers: Arc::new(Mutex::new(Vec::with_capacity(READ_CONNECTIONS))),
-                read_permits: Arc::new(Semaphore::new(READ_CONNECTIONS)),
-                queue_sent: Notify::new(),
-            }),
-        })
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.inner.path
-    }
-
-    /// Runs `f` on the writer connection inside a `BEGIN IMMEDIATE` transaction (shared with
-    /// the writes sent at the same moment, each in its own savepoint): its changes are kept if
-    /// it returns `Ok` and undone otherwise, so a multi-statement change is all or none, and
-    /// the answer comes after the commit.
-    pub async fn write<T, F>(&self, f: F) -> Result<T, BackendError>
-    where
-        T: Send + 'static,
-        F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
-    {
-        self.inner.writer.write(f).await
-    }
-
-    /// Runs `f` on a read-only connection inside one read transaction, so the statements it
-    /// runs (a page and its total, say) see the same snapshot.
-    pub async fn read<T, F>(&self, f: F) -> Result<T, BackendError>
-    where
-        T: Send + 'static,
-        F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
-    {
-        let permit = self
-            .inner
-            .read_permits
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|e| BackendError::other(BACKEND, e))?;
-        let readers = self.inner.readers.clone();
-        let path = self.inner.path.clone();
-        run_blocking(move || {
-            let _permit = permit;
-            let idle = readers.lock().unwrap_or_else(PoisonError::into_inner).pop();
-            let mut conn = match idle {
-                Some(conn) => conn,
-                None => open_reader(&path)?,
-            };
-            let result = (|| {
-                let tx = conn.transaction()?;
-                let value = f(&tx)?;
-                tx.commit()?;
-                Ok(value)
-            })();
-            // An error leaves the connection usable (the transaction rolled back on drop); only
-            // a panic loses it, and the next read opens a fresh one.
-            readers
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .push(conn);
-            result
-        })
-        .await
-    }
-
-    /// Wakes the long polls of every queue handle on this database in this process when
-    /// messages are sent. Lives here rather than in the queue so that two queue handles built
-    /// on the same database still hear each other.
-    pub(crate) fn queue_sent(&self) -> &Notify {
-        &self.inner.queue_sent
-    }
-}
-
-impl std::fmt::Debug for SqliteDb {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SqliteDb")
-            .field("path", &self.inner.path)
-            .finish_non_exhaustive()
-    }
-}
-
-async fn run_blocking<T, F>(f: F) -> Result<T, BackendError>
-where
-    T: Send + 'static,
-    F: FnOnce() -> rusqlite::Result<T> + Send + 'static,
-{
-    match tokio::task::spawn_blocking(f).await {
-        Ok(result) => result.map_err(db_error),
-        Err(e) => Err(BackendError::other(
-            BACKEND,
-            format!("database task failed: {e}"),
-        )),
-    }
-}
-
-/// Prepared statements each connection keeps. rusqlite's default (16) is fewer than the
-/// distinct statements the store and queue run, so under load statements were evicted and
-/// parsed again over and over; every one of ours fits with room to spare.
-const STATEMENT_CACHE: usize = 128;
-
-fn configure_writer(conn: &Connection) -> rusqlite::Result<()> {
-    conn.busy_timeout(BUSY_TIMEOUT)?;
-    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
-    // journal_mode answers with the mode now in force; reading it keeps the pragma from being
-    // mistaken for a statement that unexpectedly returned rows.
-    let mode: String = conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;
-    if !mode.eq_ignore_ascii_case("wal") {
-        tracing::warn!(
-            mode,
-            "SQLite refused WAL mode; readers will wait for writers"
-        );
-    }
-    // NORMAL is durable across application crashes in WAL mode; only a power loss can drop the
-    // last transactions, and it never corrupts the file.
-    conn.pragma_update(None, "synchronous", "NORMAL")?;
-    // No table declares a foreign key today (see the module comment); enforcing them anyway
-    // means one added by a later migration can not be silently ignored.
-    conn.pragma_update(None, "foreign_keys", "ON")?;
-    Ok(())
-}
-
-fn open_reader(path: &Path) -> rusqlite::Result<Connection> {
-    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
-        | OpenFlags::SQLITE_OPEN_NO_MUTEX
-        | OpenFlags::SQLITE_OPEN_URI;
-    let conn = Connection::open_with_flags(path, flags)?;
-    conn.busy_timeout(BUSY_TIMEOUT)?;
-    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
-    Ok(conn)
-}
-
-fn migrate(conn: &mut Connection) -> Result<(), BackendError> {
-    // IMMEDIATE so that two processes starting together do not both run the same step: the
-    // second waits, then reads the version the first one left.
-    let tx = conn
-        .transaction_with_behavior(TransactionBehavior::Immediate)
-        .map_err(db_error)?;
-    let version: i64 = tx
-        .pragma_query_value(None, "user_version", |r| r.get(0))
-        .map_err(db_error)?;
-    let known = MIGRATIONS.len() as i64;
-    if version > known {
-        return Err(BackendError::other(
-            BACKEND,
-            format!(
-                "the database schema is version {version}, newer than this build knows ({known})"
-            ),
-        ));
-    }
-    for (step, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
-        tx.execute_batch(sql).map_err(db_error)?;
-        tx.pragma_update(None, "user_version", step as i64 + 1)
-            .map_err(db_error)?;
-    }
-    tx.commit().map_err(db_error)
-}
-
-/// Busy, locked and I/O trouble are worth a retry (503); a uniqueness violation is the
-/// caller's business; anything else is a bug or a damaged file.
-fn db_error(e: rusqlite::Error) -> BackendError {
-    use rusqlite::ffi;
-    match &e {
-        rusqlite::Error::SqliteFailure(f, _) => match f.code {
-            ErrorCode::DatabaseBusy
-            | ErrorCode::DatabaseLocked
-            | ErrorCode::SystemIoFailure
-            | ErrorCode::DiskFull
-            | ErrorCode::CannotOpen
-            | ErrorCode::ReadOnly => BackendError::unavailable(BACKEND, e),
-            ErrorCode::ConstraintViolation
-                if f.extended_code == ffi::SQLITE_CONSTRAINT_UNIQUE
-                    || f.extended_code == ffi::SQLITE_CONSTRAINT_PRIMARYKEY =>
-            {
-                BackendError::Duplicate
-            }
-            _ => BackendError::other(BACKEND, e),
-        },
-        _ => BackendError::other(BACKEND, e),
-    }
-}
-
-// --- Column conversions -------------------------------------------------------------------
-// Values are checked again on the way out: a hand-edited or damaged row surfaces as a
-// conversion error instead of an invalid domain value.
-
-impl ToSql for Id {
-    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
-        Ok(ToSqlOutput::from(self.to_string()))
-    }
-}
-
-impl FromSql for Id {
-    fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
-        value
-            .as_str()?
-            .parse()
-            .map_err(|e: String| FromSqlError::Other(e.into()))
-    }
-}
-
-impl ToSql for OrderStatus {
-    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
-        Ok(ToSqlOutput::from(self.as_str()))
-    }
-}
-
-impl FromSql for OrderStatus {
-    fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
-        let s = value.as_str()?;
-        OrderStatus::parse(s)
-            .ok_or_else(|| FromSqlError::Other(format!("unknown order status {s:?}").into()))
-    }
-}
-
-/// A time stored as RFC 3339 with a fixed nine-digit fraction and `Z`: every value has the same
-/// width, so text order is time order (range queries and `ORDER BY` work on the column), and
-/// nothing is lost on the round trip.
-struct Ts(DateTime<Utc>);
-
-fn ts(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Nanos, true)
-}
-
-impl FromSql for Ts {
-    fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
-        DateTime::parse_from_rfc3339(value.as_str()?)
-            .map(|t| Ts(t.with_timezone(&Utc)))
-            .map_err(|e| FromSqlError::Other(e.into()))
-    }
-}
-
-/// A value kept as JSON text.
-struct Json<T>(T);
-
-impl<T: DeserializeOwned> FromSql for Json<T> {
-    fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
-        serde_json::from_str(value.as_str()?)
-            .map(Json)
-            .map_err(|e| FromSqlError::Other(e.into()))
-    }
-}
-
-fn to_json<T: Serialize>(value: &T) -> rusqlite::Result<String> {
-    serde_json::to_string(value).map_err(|e| rusqlite::Error::ToSqlConversionFailure(e.into()))
-}
-
-fn conversion_error(
-    column: usize,
-    e: impl Into<Box<dyn std::error::Error + Send + Sync>>,
-) -> rusqlite::Error {
-    rusqlite::Error::FromSqlConversionFailure(column, rusqlite::types::Type::Text, e.into())
-}
-
-fn sql_count(n: u64) -> i64 {
-    i64::try_from(n).unwrap_or(i64::MAX)
-}
 
 // Column lists, spelled once so every query and its row reader agree on the order.
 macro_rules! user_columns {
@@ -1180,9 +781,11 @@ mod tests {
 
     use chrono::Duration as TimeDelta;
 
+    use super::schema::MIGRATIONS;
     use super::test_support::temp_db;
     use super::*;
     use crate::domain::{OrderItem, Quantity, ShippingAddress};
+    use crate::error::BackendError;
 
     fn qty(n: i64) -> Quantity {
         Quantity::parse(n).unwrap()

@@ -35,10 +35,13 @@
 //! which keeps a single process correct; several processes sharing a FerretDB 1.x are not, and
 //! the store says so at connect. On MongoDB every write goes straight through.
 
+mod documents;
+mod errors;
+mod indexes;
+mod write_lock;
+
 use std::collections::HashMap;
 use std::future::IntoFuture;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -46,22 +49,20 @@ use bson::oid::ObjectId;
 use bson::{doc, Document};
 use chrono::{DateTime, TimeDelta, Utc};
 use futures_util::TryStreamExt;
-use mongodb::error::{ErrorKind, WriteFailure};
-use mongodb::options::{ClientOptions, IndexOptions, ReturnDocument};
-use mongodb::{Client, Collection, Database, IndexModel};
-use serde::{Deserialize, Serialize};
+use mongodb::options::{ClientOptions, ReturnDocument};
+use mongodb::{Client, Collection, Database};
 
 use super::{
     IdempotencyRecord, ReserveOutcome, RotateOutcome, Session, Store, StoreResult,
     TransitionOutcome,
 };
 use crate::domain::{
-    Cents, Email, Id, NewProduct, Order, OrderItem, OrderLine, OrderStatus, PageRequest, Product,
-    ProductPatch, Quantity, Role, ShippingAddress, User,
+    Email, Id, NewProduct, Order, OrderLine, OrderStatus, PageRequest, Product, ProductPatch, User,
 };
 use crate::error::{BackendError, Shortage};
-
-const BACKEND: &str = "database";
+use documents::*;
+use errors::{command_code, db_error, redact, BACKEND};
+use write_lock::Writes;
 
 /// Used when the URI names no database, so `mongodb://host` works out of the box.
 const DEFAULT_DATABASE: &str = "order-service";
@@ -82,370 +83,6 @@ const RESERVE_ATTEMPTS: usize = 5;
 /// Passes of `save_idempotency`; each one only fails because another saver changed the key.
 const SAVE_ATTEMPTS: usize = 5;
 
-/// Server error codes that mean "not reachable right now" rather than "refused": the same
-/// list the driver retries reads on, plus MaxTimeMSExpired.
-const UNAVAILABLE_CODES: &[i32] = &[
-    6, 7, 50, 89, 91, 134, 189, 262, 9001, 10107, 11600, 11602, 13435, 13436,
-];
-
-const DUPLICATE_KEY: i32 = 11000;
-
-/// Server shortcomings are warned about once per process, not once per connect.
-static TTL_WARNED: AtomicBool = AtomicBool::new(false);
-static NON_ATOMIC_WARNED: AtomicBool = AtomicBool::new(false);
-
-// --- Documents ------------------------------------------------------------------------------
-// Typed mirrors of what is stored, kept apart from the domain types so that renaming a field in
-// the JSON API can never silently change the stored shape. Fields are camelCase, as the
-// replaced Node.js service stored them.
-
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct UserDoc {
-    #[serde(rename = "_id")]
-    id: ObjectId,
-    email: String,
-    name: String,
-    role: String,
-    password_hash: String,
-    created_at: bson::DateTime,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct SessionDoc {
-    #[serde(rename = "_id")]
-    id: ObjectId,
-    user_id: ObjectId,
-    current_jti: String,
-    expires_at: bson::DateTime,
-    revoked: bool,
-    created_at: bson::DateTime,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct ProductDoc {
-    #[serde(rename = "_id")]
-    id: ObjectId,
-    name: String,
-    description: String,
-    price: i64,
-    stock: i64,
-    created_at: bson::DateTime,
-    updated_at: bson::DateTime,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct OrderItemDoc {
-    product_id: ObjectId,
-    product_name: String,
-    unit_price: i64,
-    quantity: i32,
-    line_total: i64,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct AddressDoc {
-    street: String,
-    city: String,
-    state: String,
-    zip_code: String,
-    country: String,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct OrderDoc {
-    #[serde(rename = "_id")]
-    id: ObjectId,
-    user_id: ObjectId,
-    items: Vec<OrderItemDoc>,
-    shipping_address: AddressDoc,
-    payment_method: String,
-    status: String,
-    total_amount: i64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    failure_reason: Option<String>,
-    created_at: bson::DateTime,
-    updated_at: bson::DateTime,
-    /// The outbox flag: false until the queue confirmed the order's message.
-    #[serde(default)]
-    enqueued: bool,
-    /// Set to false by the transition that must return stock, true once every line is back.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    stock_returned: Option<bool>,
-    /// Products whose stock this order has claimed to give back (see `return_order_stock`).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    returned_products: Vec<ObjectId>,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct NotificationDoc {
-    order_id: ObjectId,
-    status: String,
-    claimed_at: bson::DateTime,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct IdempotencyDoc {
-    #[serde(rename = "_id", default, skip_serializing_if = "Option::is_none")]
-    id: Option<ObjectId>,
-    user_id: ObjectId,
-    key: String,
-    request_hash: String,
-    status: i32,
-    body: String,
-    created_at: bson::DateTime,
-}
-
-#[derive(Debug, Deserialize)]
-struct IdDoc {
-    #[serde(rename = "_id")]
-    id: ObjectId,
-}
-
-// --- Conversions ------------------------------------------------------------------------------
-// Stored values are checked again on the way out: a hand-edited or damaged document surfaces as
-// an error naming it, instead of an invalid domain value.
-
-fn bson_time(t: DateTime<Utc>) -> bson::DateTime {
-    bson::DateTime::from_millis(t.timestamp_millis())
-}
-
-fn chrono_time(t: bson::DateTime) -> Result<DateTime<Utc>, String> {
-    DateTime::from_timestamp_millis(t.timestamp_millis())
-        .ok_or_else(|| format!("time {t} is out of range"))
-}
-
-fn corrupt(what: &str, id: ObjectId, problem: impl std::fmt::Display) -> BackendError {
-    BackendError::other(BACKEND, format!("stored {what} {id} is invalid: {problem}"))
-}
-
-fn user_from_doc(d: UserDoc) -> StoreResult<User> {
-    let bad = |p: String| corrupt("user", d.id, p);
-    Ok(User {
-        id: Id::from_object_id(d.id),
-        email: Email::parse(&d.email).map_err(|e| bad(format!("email {e}")))?,
-        name: d.name.clone(),
-        role: Role::parse(&d.role).ok_or_else(|| bad(format!("unknown role {:?}", d.role)))?,
-        password_hash: d.password_hash.clone(),
-        created_at: chrono_time(d.created_at).map_err(bad)?,
-    })
-}
-
-fn session_from_doc(d: SessionDoc) -> StoreResult<Session> {
-    let bad = |p: String| corrupt("session", d.id, p);
-    Ok(Session {
-        id: Id::from_object_id(d.id),
-        user_id: Id::from_object_id(d.user_id),
-        current_jti: d.current_jti.clone(),
-        expires_at: chrono_time(d.expires_at).map_err(bad)?,
-        revoked: d.revoked,
-        created_at: chrono_time(d.created_at).map_err(bad)?,
-    })
-}
-
-fn product_from_doc(d: ProductDoc) -> StoreResult<Product> {
-    let bad = |p: String| corrupt("product", d.id, p);
-    Ok(Product {
-        id: Id::from_object_id(d.id),
-        name: d.name.clone(),
-        description: d.description.clone(),
-        price: Cents::from_stored(d.price),
-        stock: d.stock,
-        created_at: chrono_time(d.created_at).map_err(bad)?,
-        updated_at: chrono_time(d.updated_at).map_err(bad)?,
-    })
-}
-
-fn order_from_doc(d: OrderDoc) -> StoreResult<Order> {
-    let bad = |p: String| corrupt("order", d.id, p);
-    let items = d
-        .items
-        .iter()
-        .map(|i| {
-            Ok(OrderItem {
-                product_id: Id::from_object_id(i.product_id),
-                product_name: i.product_name.clone(),
-                unit_price: Cents::from_stored(i.unit_price),
-                quantity: Quantity::parse(i64::from(i.quantity))
-                    .map_err(|e| bad(format!("item quantity {e}")))?,
-                line_total: Cents::from_stored(i.line_total),
-            })
-        })
-        .collect::<StoreResult<Vec<_>>>()?;
-    let a = &d.shipping_address;
-    Ok(Order {
-        id: Id::from_object_id(d.id),
-        user_id: Id::from_object_id(d.user_id),
-        items,
-        shipping_address: ShippingAddress {
-            street: a.street.clone(),
-            city: a.city.clone(),
-            state: a.state.clone(),
-            zip_code: a.zip_code.clone(),
-            country: a.country.clone(),
-        },
-        payment_method: d.payment_method.clone(),
-        status: OrderStatus::parse(&d.status)
-            .ok_or_else(|| bad(format!("unknown status {:?}", d.status)))?,
-        total_amount: Cents::from_stored(d.total_amount),
-        failure_reason: d.failure_reason.clone(),
-        created_at: chrono_time(d.created_at).map_err(bad)?,
-        updated_at: chrono_time(d.updated_at).map_err(bad)?,
-    })
-}
-
-fn order_to_doc(o: &Order) -> OrderDoc {
-    OrderDoc {
-        id: o.id.object_id(),
-        user_id: o.user_id.object_id(),
-        items: o
-            .items
-            .iter()
-            .map(|i| OrderItemDoc {
-                product_id: i.product_id.object_id(),
-                product_name: i.product_name.clone(),
-                unit_price: i.unit_price.value(),
-                // Quantities are bounded by MAX_QUANTITY (1000), far inside i32.
-                quantity: i.quantity.get() as i32,
-                line_total: i.line_total.value(),
-            })
-            .collect(),
-        shipping_address: AddressDoc {
-            street: o.shipping_address.street.clone(),
-            city: o.shipping_address.city.clone(),
-            state: o.shipping_address.state.clone(),
-            zip_code: o.shipping_address.zip_code.clone(),
-            country: o.shipping_address.country.clone(),
-        },
-        payment_method: o.payment_method.clone(),
-        status: o.status.as_str().to_owned(),
-        total_amount: o.total_amount.value(),
-        failure_reason: o.failure_reason.clone(),
-        created_at: bson_time(o.created_at),
-        updated_at: bson_time(o.updated_at),
-        enqueued: false,
-        stock_returned: None,
-        returned_products: vec![],
-    }
-}
-
-fn idempotency_from_doc(d: IdempotencyDoc) -> StoreResult<IdempotencyRecord> {
-    Ok(IdempotencyRecord {
-        status: u16::try_from(d.status).map_err(|_| {
-            BackendError::other(
-                BACKEND,
-                format!("stored idempotency record has status {}", d.status),
-            )
-        })?,
-        request_hash: d.request_hash,
-        body: d.body,
-    })
-}
-
-/// Sums the quantities per product, keeping the order in which products first appear, so one
-/// conditional update checks a product against everything the request wants of it.
-fn merge_quantities(lines: impl IntoIterator<Item = (ObjectId, i64)>) -> Vec<(ObjectId, i64)> {
-    let mut merged: Vec<(ObjectId, i64)> = vec![];
-    for (id, qty) in lines {
-        match merged.iter_mut().find(|(m, _)| *m == id) {
-            Some((_, total)) => *total = total.saturating_add(qty),
-            None => merged.push((id, qty)),
-        }
-    }
-    merged
-}
-
-fn order_line_quantities(lines: &[OrderLine]) -> Vec<(ObjectId, i64)> {
-    merge_quantities(
-        lines
-            .iter()
-            .map(|l| (l.product_id.object_id(), i64::from(l.quantity.get()))),
-    )
-}
-
-// --- Errors -----------------------------------------------------------------------------------
-
-/// Unreachable or timed out is worth a retry (503); a uniqueness violation is the caller's
-/// business; anything else is a bug, a refused command or damaged data.
-fn db_error(e: mongodb::error::Error) -> BackendError {
-    let duplicate = match e.kind.as_ref() {
-        ErrorKind::Write(WriteFailure::WriteError(w)) => w.code == DUPLICATE_KEY,
-        ErrorKind::Command(c) => c.code == DUPLICATE_KEY,
-        _ => false,
-    };
-    if duplicate {
-        return BackendError::Duplicate;
-    }
-    let unavailable = match e.kind.as_ref() {
-        ErrorKind::ServerSelection { .. }
-        | ErrorKind::Io(_)
-        | ErrorKind::ConnectionPoolCleared { .. }
-        | ErrorKind::DnsResolve { .. }
-        | ErrorKind::Authentication { .. } => true,
-        ErrorKind::Command(c) => UNAVAILABLE_CODES.contains(&c.code),
-        ErrorKind::Write(WriteFailure::WriteConcernError(w)) => UNAVAILABLE_CODES.contains(&w.code),
-        _ => e.contains_label(mongodb::error::RETRYABLE_WRITE_ERROR),
-    };
-    if unavailable {
-        BackendError::unavailable(BACKEND, e)
-    } else {
-        BackendError::other(BACKEND, e)
-    }
-}
-
-/// The server's answer to a command it refused, if it answered at all.
-fn command_code(e: &mongodb::error::Error) -> Option<i32> {
-    match e.kind.as_ref() {
-        ErrorKind::Command(c) => Some(c.code),
-        ErrorKind::Write(WriteFailure::WriteError(w)) => Some(w.code),
-        _ => None,
-    }
-}
-
-/// Removes the URI's credentials from an error text: driver messages about a bad URI may quote
-/// parts of it, and errors end up in logs.
-fn redact(e: BackendError, uri: &str) -> BackendError {
-    let secrets: Vec<&str> = uri
-        .split_once("://")
-        .and_then(|(_, rest)| rest.split('/').next())
-        .and_then(|authority| authority.rsplit_once('@'))
-        .map(|(userinfo, _)| {
-            let mut s = vec![userinfo];
-            if let Some((_, password)) = userinfo.split_once(':') {
-                s.push(password);
-            }
-            s
-        })
-        .unwrap_or_default();
-    let scrub = |detail: String| {
-        let mut detail = detail.replace(uri, "<MONGODB_URI>");
-        for s in secrets.iter().filter(|s| !s.is_empty()) {
-            detail = detail.replace(s, "***");
-        }
-        detail
-    };
-    match e {
-        BackendError::Unavailable { backend, detail } => BackendError::Unavailable {
-            backend,
-            detail: scrub(detail),
-        },
-        BackendError::Other { backend, detail } => BackendError::Other {
-            backend,
-            detail: scrub(detail),
-        },
-        BackendError::Duplicate => BackendError::Duplicate,
-    }
-}
-
-// --- The store --------------------------------------------------------------------------------
-
 /// The MongoDB [`Store`]. Cloning is cheap: clones share the driver's connection pool.
 #[derive(Clone)]
 pub struct MongoStore {
@@ -458,79 +95,9 @@ pub struct MongoStore {
     idempotency: Collection<IdempotencyDoc>,
     /// False when the server refused TTL indexes: expired records are then purged by the code.
     ttl_indexes: bool,
-    /// Present on servers whose updates are not atomic (FerretDB 1.x, see the module comment):
-    /// every write then runs alone among all the processes sharing the database.
-    write_lock: Option<Arc<SharedWriteLock>>,
-}
-
-/// A write lock shared by every process using one database, for servers whose updates are not
-/// atomic. Mutual exclusion comes from the one thing such servers do apply atomically: an
-/// insert refused by the unique `_id` (here, of the single lock document). A holder that dies
-/// leaves the lock to expire after `LEASE`, when another process removes it. The removal and
-/// the release are filtered deletes, which such a server may apply to a newer lock if the
-/// lease ran out in between: that needs a write to take longer than `LEASE`, and the
-/// consequence is one unserialised write. Within a process, a local mutex queues writers first
-/// so they do not all poll the database.
-struct SharedWriteLock {
-    local: tokio::sync::Mutex<()>,
-    locks: Collection<Document>,
-}
-
-const LOCK_ID: &str = "writes";
-const LEASE: TimeDelta = TimeDelta::seconds(10);
-/// If the lock can not be had for this long, the write goes ahead unserialised (and says so)
-/// rather than the service stalling on a wedged lock.
-const LOCK_PATIENCE: Duration = Duration::from_secs(15);
-
-impl SharedWriteLock {
-    fn new(locks: Collection<Document>) -> Self {
-        SharedWriteLock {
-            local: tokio::sync::Mutex::new(()),
-            locks,
-        }
-    }
-
-    /// Returns a token naming this holder, or an error when the lock could not be had (the
-    /// write then proceeds anyway, see `LOCK_PATIENCE`).
-    async fn acquire(&self) -> Result<(tokio::sync::MutexGuard<'_, ()>, String), ()> {
-        let local = self.local.lock().await;
-        let owner = hex::encode(rand::random::<[u8; 12]>());
-        let deadline = tokio::time::Instant::now() + LOCK_PATIENCE;
-        let mut pause = Duration::from_micros(500);
-        loop {
-            let now = Utc::now();
-            let lock = doc! { "_id": LOCK_ID, "owner": &owner, "expiresAt": bson::DateTime::from_millis((now + LEASE).timestamp_millis()) };
-            match self.locks.insert_one(lock).await.map_err(db_error) {
-                Ok(_) => return Ok((local, owner)),
-                Err(BackendError::Duplicate) => {
-                    // Held by another process; clear it only if its holder is long gone.
-                    let expired = doc! { "_id": LOCK_ID, "expiresAt": { "$lt": bson::DateTime::from_millis(now.timestamp_millis()) } };
-                    let _ = self.locks.delete_one(expired).await;
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "write lock unavailable; writing without it");
-                    return Err(());
-                }
-            }
-            if tokio::time::Instant::now() >= deadline {
-                tracing::error!("write lock held too long; writing without it");
-                return Err(());
-            }
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(Duration::from_millis(20));
-        }
-    }
-
-    async fn release(&self, (local, owner): (tokio::sync::MutexGuard<'_, ()>, String)) {
-        if let Err(e) = self
-            .locks
-            .delete_one(doc! { "_id": LOCK_ID, "owner": owner })
-            .await
-        {
-            tracing::warn!(error = %db_error(e), "could not release the write lock; it expires by itself");
-        }
-        drop(local);
-    }
+    /// Straight through, or serialised on servers whose updates are not atomic (FerretDB 1.x,
+    /// see the module comment).
+    writes: Writes,
 }
 
 impl std::fmt::Debug for MongoStore {
@@ -572,6 +139,10 @@ impl MongoStore {
             .unwrap_or_else(|| DEFAULT_DATABASE.to_owned());
         let client = Client::with_options(options).map_err(db_error)?;
         let db = client.database(&name);
+        // The driver connects lazily; asking now makes a wrong address fail at start, not at
+        // the first request.
+        ping(&db).await?;
+        let writes = Writes::for_server(&db).await?;
         let mut store = MongoStore {
             users: db.collection("users"),
             sessions: db.collection("sessions"),
@@ -581,22 +152,8 @@ impl MongoStore {
             idempotency: db.collection("idempotency_keys"),
             db,
             ttl_indexes: true,
-            write_lock: None,
+            writes,
         };
-        // The driver connects lazily; asking now makes a wrong address fail at start, not at
-        // the first request.
-        store.ping().await?;
-        if let Some(version) = store.non_atomic_server().await? {
-            if !NON_ATOMIC_WARNED.swap(true, Ordering::Relaxed) {
-                tracing::warn!(
-                    server = %version,
-                    "this server does not apply updates atomically (FerretDB issue #3040): \
-                     writes are serialised across processes with a lock document, which is \
-                     correct but slow; use MongoDB in production"
-                );
-            }
-            store.write_lock = Some(Arc::new(SharedWriteLock::new(store.db.collection("locks"))));
-        }
         store.ttl_indexes = store.create_indexes().await?;
         Ok(store)
     }
@@ -608,167 +165,12 @@ impl MongoStore {
     /// True when this process serialises its writes because the server's updates are not
     /// atomic (FerretDB 1.x).
     pub fn serialises_writes(&self) -> bool {
-        self.write_lock.is_some()
+        self.writes.serialised()
     }
 
-    /// The FerretDB version, when the server is a FerretDB 1.x: it applies `update` and
-    /// `findAndModify` as a read followed by a blind write of the whole document, so two
-    /// concurrent updates of one document can both pass their filter and the last one wins.
-    /// FerretDB announces itself in `buildInfo`; MongoDB has no such field.
-    async fn non_atomic_server(&self) -> StoreResult<Option<String>> {
-        let info = self
-            .db
-            .run_command(doc! { "buildInfo": 1 })
-            .await
-            .map_err(db_error)?;
-        Ok(info
-            .get_str("ferretdbVersion")
-            .ok()
-            .filter(|v| v.trim_start_matches('v').starts_with("1."))
-            .map(str::to_owned))
-    }
-
-    /// Runs one write; alone among this process's writes when the server needs that (see
-    /// `write_lock`). Reads never wait: they only see whole committed documents.
+    /// Runs one write as the server needs it (see `write_lock`).
     async fn write<F: IntoFuture>(&self, op: F) -> F::Output {
-        match &self.write_lock {
-            None => op.await,
-            Some(lock) => {
-                let held = lock.acquire().await;
-                let out = op.await;
-                if let Ok(token) = held {
-                    lock.release(token).await;
-                }
-                out
-            }
-        }
-    }
-
-    /// Creates every index (a no-op for those that exist). Returns whether the server accepted
-    /// the TTL indexes.
-    async fn create_indexes(&self) -> StoreResult<bool> {
-        fn index(keys: Document, name: &str, unique: bool) -> IndexModel {
-            IndexModel::builder()
-                .keys(keys)
-                .options(
-                    IndexOptions::builder()
-                        .name(name.to_owned())
-                        .unique(unique.then_some(true))
-                        .build(),
-                )
-                .build()
-        }
-        self.users
-            .create_index(index(doc! { "email": 1 }, "users_email", true))
-            .await
-            .map_err(db_error)?;
-        self.products
-            .create_index(index(
-                doc! { "createdAt": 1, "_id": 1 },
-                "products_by_age",
-                false,
-            ))
-            .await
-            .map_err(db_error)?;
-        self.orders
-            .create_index(index(
-                doc! { "userId": 1, "createdAt": -1, "_id": -1 },
-                "orders_by_user",
-                false,
-            ))
-            .await
-            .map_err(db_error)?;
-        // Serves the outbox query (pending, not enqueued, oldest first) and, through its
-        // status prefix, the search for interrupted stock returns.
-        self.orders
-            .create_index(index(
-                doc! { "status": 1, "enqueued": 1, "createdAt": 1 },
-                "orders_outbox",
-                false,
-            ))
-            .await
-            .map_err(db_error)?;
-        self.notifications
-            .create_index(index(
-                doc! { "orderId": 1, "status": 1 },
-                "notifications_claim",
-                true,
-            ))
-            .await
-            .map_err(db_error)?;
-        self.idempotency
-            .create_index(index(
-                doc! { "userId": 1, "key": 1 },
-                "idempotency_key",
-                true,
-            ))
-            .await
-            .map_err(db_error)?;
-
-        let idempotency_ttl = self
-            .ttl_index(
-                &self.idempotency.clone_with_type::<Document>(),
-                "createdAt",
-                "idempotency_expiry",
-                Duration::from_secs(IDEMPOTENCY_TTL_HOURS as u64 * 3600),
-            )
-            .await?;
-        let sessions_ttl = self
-            .ttl_index(
-                &self.sessions.clone_with_type::<Document>(),
-                "expiresAt",
-                "sessions_expiry",
-                Duration::ZERO,
-            )
-            .await?;
-        Ok(idempotency_ttl && sessions_ttl)
-    }
-
-    /// A TTL index on `field`; when the server refuses TTL indexes (FerretDB 1.x answers
-    /// NotImplemented), a plain index under another name instead, so the code's own purges
-    /// stay cheap.
-    async fn ttl_index(
-        &self,
-        coll: &Collection<Document>,
-        field: &str,
-        name: &str,
-        expire_after: Duration,
-    ) -> StoreResult<bool> {
-        let ttl = IndexModel::builder()
-            .keys(doc! { field: 1 })
-            .options(
-                IndexOptions::builder()
-                    .name(name.to_owned())
-                    .expire_after(expire_after)
-                    .build(),
-            )
-            .build();
-        let refused = match coll.create_index(ttl).await {
-            Ok(_) => return Ok(true),
-            Err(e) => match db_error(e) {
-                BackendError::Other { detail, .. } => detail,
-                other => return Err(other),
-            },
-        };
-        if !TTL_WARNED.swap(true, Ordering::Relaxed) {
-            // The driver's message ends with the raw server reply; the first clause says it all.
-            let reason = refused.split(", labels").next().unwrap_or(&refused);
-            tracing::warn!(
-                error = %reason,
-                "the database refused TTL indexes; expired sessions and idempotency records \
-                 are ignored and purged by the service instead"
-            );
-        }
-        let plain = IndexModel::builder()
-            .keys(doc! { field: 1 })
-            .options(
-                IndexOptions::builder()
-                    .name(format!("{name}_plain"))
-                    .build(),
-            )
-            .build();
-        coll.create_index(plain).await.map_err(db_error)?;
-        Ok(false)
+        self.writes.run(op).await
     }
 
     async fn find_products(&self, ids: &[ObjectId]) -> StoreResult<HashMap<ObjectId, Product>> {
@@ -963,11 +365,7 @@ impl MongoStore {
 #[async_trait]
 impl Store for MongoStore {
     async fn ping(&self) -> StoreResult<()> {
-        self.db
-            .run_command(doc! { "ping": 1 })
-            .await
-            .map_err(db_error)?;
-        Ok(())
+        ping(&self.db).await
     }
 
     async fn insert_user(&self, user: &User) -> StoreResult<()> {
@@ -1522,36 +920,15 @@ impl Store for MongoStore {
     }
 }
 
+/// A cheap round trip proving the server answers.
+async fn ping(db: &Database) -> StoreResult<()> {
+    db.run_command(doc! { "ping": 1 }).await.map_err(db_error)?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn redaction_removes_credentials() {
-        let uri = "mongodb://ann:s3cret@db.example:27017/shop";
-        let e = BackendError::other(BACKEND, "bad option in ann:s3cret@db.example, s3cret");
-        let text = redact(e, uri).to_string();
-        assert!(!text.contains("s3cret") && !text.contains("ann:"), "{text}");
-        let e = BackendError::unavailable(BACKEND, format!("cannot parse {uri}"));
-        assert!(!redact(e, uri).to_string().contains("s3cret"));
-    }
-
-    #[test]
-    fn quantities_are_summed_per_product_in_first_seen_order() {
-        let (a, b) = (ObjectId::new(), ObjectId::new());
-        assert_eq!(
-            merge_quantities([(a, 2), (b, 1), (a, 3)]),
-            vec![(a, 5), (b, 1)]
-        );
-    }
-
-    #[test]
-    fn times_keep_milliseconds() {
-        let t = DateTime::from_timestamp(1_700_000_000, 123_456_789).unwrap();
-        let back = chrono_time(bson_time(t)).unwrap();
-        assert_eq!(back.timestamp_subsec_nanos(), 123_000_000);
-        assert_eq!(back.timestamp(), t.timestamp());
-    }
 
     #[tokio::test]
     async fn an_unreachable_server_fails_fast_as_unavailable() {

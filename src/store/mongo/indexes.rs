@@ -1,0 +1,147 @@
+//! The indexes the MongoDB store relies on (uniqueness is what makes claims and emails atomic
+//! even where updates are not), created at connect; and the fallback where the server refuses
+//! TTL indexes.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use bson::{doc, Document};
+use mongodb::options::IndexOptions;
+use mongodb::{Collection, IndexModel};
+
+use super::errors::db_error;
+use super::{MongoStore, IDEMPOTENCY_TTL_HOURS};
+use crate::error::BackendError;
+use crate::store::StoreResult;
+
+/// Warned about once per process, not once per connect.
+static TTL_WARNED: AtomicBool = AtomicBool::new(false);
+
+impl MongoStore {
+    /// Creates every index (a no-op for those that exist). Returns whether the server accepted
+    /// the TTL indexes.
+    pub(super) async fn create_indexes(&self) -> StoreResult<bool> {
+        fn index(keys: Document, name: &str, unique: bool) -> IndexModel {
+            IndexModel::builder()
+                .keys(keys)
+                .options(
+                    IndexOptions::builder()
+                        .name(name.to_owned())
+                        .unique(unique.then_some(true))
+                        .build(),
+                )
+                .build()
+        }
+        self.users
+            .create_index(index(doc! { "email": 1 }, "users_email", true))
+            .await
+            .map_err(db_error)?;
+        self.products
+            .create_index(index(
+                doc! { "createdAt": 1, "_id": 1 },
+                "products_by_age",
+                false,
+            ))
+            .await
+            .map_err(db_error)?;
+        self.orders
+            .create_index(index(
+                doc! { "userId": 1, "createdAt": -1, "_id": -1 },
+                "orders_by_user",
+                false,
+            ))
+            .await
+            .map_err(db_error)?;
+        // Serves the outbox query (pending, not enqueued, oldest first) and, through its
+        // status prefix, the search for interrupted stock returns.
+        self.orders
+            .create_index(index(
+                doc! { "status": 1, "enqueued": 1, "createdAt": 1 },
+                "orders_outbox",
+                false,
+            ))
+            .await
+            .map_err(db_error)?;
+        self.notifications
+            .create_index(index(
+                doc! { "orderId": 1, "status": 1 },
+                "notifications_claim",
+                true,
+            ))
+            .await
+            .map_err(db_error)?;
+        self.idempotency
+            .create_index(index(
+                doc! { "userId": 1, "key": 1 },
+                "idempotency_key",
+                true,
+            ))
+            .await
+            .map_err(db_error)?;
+
+        let idempotency_ttl = self
+            .ttl_index(
+                &self.idempotency.clone_with_type::<Document>(),
+                "createdAt",
+                "idempotency_expiry",
+                Duration::from_secs(IDEMPOTENCY_TTL_HOURS as u64 * 3600),
+            )
+            .await?;
+        let sessions_ttl = self
+            .ttl_index(
+                &self.sessions.clone_with_type::<Document>(),
+                "expiresAt",
+                "sessions_expiry",
+                Duration::ZERO,
+            )
+            .await?;
+        Ok(idempotency_ttl && sessions_ttl)
+    }
+
+    /// A TTL index on `field`; when the server refuses TTL indexes (FerretDB 1.x answers
+    /// NotImplemented), a plain index under another name instead, so the code's own purges
+    /// stay cheap.
+    async fn ttl_index(
+        &self,
+        coll: &Collection<Document>,
+        field: &str,
+        name: &str,
+        expire_after: Duration,
+    ) -> StoreResult<bool> {
+        let ttl = IndexModel::builder()
+            .keys(doc! { field: 1 })
+            .options(
+                IndexOptions::builder()
+                    .name(name.to_owned())
+                    .expire_after(expire_after)
+                    .build(),
+            )
+            .build();
+        let refused = match coll.create_index(ttl).await {
+            Ok(_) => return Ok(true),
+            Err(e) => match db_error(e) {
+                BackendError::Other { detail, .. } => detail,
+                other => return Err(other),
+            },
+        };
+        if !TTL_WARNED.swap(true, Ordering::Relaxed) {
+            // The driver's message ends with the raw server reply; the first clause says it all.
+            let reason = refused.split(", labels").next().unwrap_or(&refused);
+            tracing::warn!(
+                error = %reason,
+                "the database refused TTL indexes; expired sessions and idempotency records \
+                 are ignored and purged by the service instead"
+            );
+        }
+        let plain = IndexModel::builder()
+            .keys(doc! { field: 1 })
+            .options(
+                IndexOptions::builder()
+                    .name(format!("{name}_plain"))
+                    .build(),
+            )
+            .build();
+        coll.create_index(plain).await.map_err(db_error)?;
+        Ok(false)
+    }
+}

@@ -1,0 +1,130 @@
+//! The embedded database's schema and its migrations, applied when the file is opened.
+
+use rusqlite::{Connection, TransactionBehavior};
+
+use super::db::{db_error, BACKEND};
+use crate::error::BackendError;
+
+/// Schema migrations, applied in order; `PRAGMA user_version` records how many ran. Append new
+/// steps, never edit a released one: databases in the field already ran it.
+pub(super) const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE IF NOT EXISTS users (
+    id            TEXT PRIMARY KEY,
+    email         TEXT NOT NULL UNIQUE,
+    name          TEXT NOT NULL,
+    role          TEXT NOT NULL,
+    password_hash TEXT NOT NULL,
+    created_at    TEXT NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS sessions (
+    id          TEXT PRIMARY KEY,
+    user_id     TEXT NOT NULL,
+    current_jti TEXT NOT NULL,
+    expires_at  TEXT NOT NULL,
+    revoked     INTEGER NOT NULL DEFAULT 0,
+    created_at  TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS sessions_by_user ON sessions (user_id);
+
+CREATE TABLE IF NOT EXISTS products (
+    id          TEXT PRIMARY KEY,
+    name        TEXT NOT NULL,
+    description TEXT NOT NULL,
+    price       INTEGER NOT NULL CHECK (price >= 0),
+    -- The last line of defence against overselling: a bug that decrements too far fails
+    -- loudly instead of selling stock that is not there.
+    stock       INTEGER NOT NULL CHECK (stock >= 0),
+    created_at  TEXT NOT NULL,
+    updated_at  TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS products_by_age ON products (created_at, id);
+
+CREATE TABLE IF NOT EXISTS orders (
+    id               TEXT PRIMARY KEY,
+    user_id          TEXT NOT NULL,
+    -- Snapshots taken at creation and never queried into: JSON keeps them one read away.
+    items            TEXT NOT NULL,
+    shipping_address TEXT NOT NULL,
+    payment_method   TEXT NOT NULL,
+    status           TEXT NOT NULL,
+    total_amount     INTEGER NOT NULL,
+    failure_reason   TEXT,
+    created_at       TEXT NOT NULL,
+    updated_at       TEXT NOT NULL,
+    -- The outbox flag: 0 until the queue confirmed the order's message.
+    enqueued         INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS orders_by_user ON orders (user_id, created_at DESC, id DESC);
+CREATE INDEX IF NOT EXISTS orders_unenqueued ON orders (created_at)
+    WHERE enqueued = 0 AND status = 'pending';
+
+-- One row per (order, status) the customer was told about: the primary key is the claim.
+CREATE TABLE IF NOT EXISTS order_notifications (
+    order_id   TEXT NOT NULL,
+    status     TEXT NOT NULL,
+    claimed_at TEXT NOT NULL,
+    PRIMARY KEY (order_id, status)
+) WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS idempotency_keys (
+    user_id      TEXT NOT NULL,
+    key          TEXT NOT NULL,
+    request_hash TEXT NOT NULL,
+    status       INTEGER NOT NULL,
+    body         TEXT NOT NULL,
+    created_at   TEXT NOT NULL,
+    PRIMARY KEY (user_id, key)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS idempotency_by_age ON idempotency_keys (created_at);
+
+-- The embedded queue (crate::queue::sqlite). Times are integer milliseconds since the epoch:
+-- visibility arithmetic happens in SQL, and every process sharing the file agrees on it.
+CREATE TABLE IF NOT EXISTS queue_messages (
+    id             INTEGER PRIMARY KEY AUTOINCREMENT,
+    message_id     TEXT NOT NULL,
+    body           TEXT NOT NULL,
+    receive_count  INTEGER NOT NULL DEFAULT 0,
+    visible_at     INTEGER NOT NULL,
+    receipt_handle TEXT,
+    sent_at        INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS queue_by_visibility ON queue_messages (visible_at, id);
+CREATE INDEX IF NOT EXISTS queue_by_receipt ON queue_messages (receipt_handle)
+    WHERE receipt_handle IS NOT NULL;
+
+CREATE TABLE IF NOT EXISTS dead_letters (
+    id            INTEGER PRIMARY KEY AUTOINCREMENT,
+    message_id    TEXT NOT NULL,
+    body          TEXT NOT NULL,
+    receive_count INTEGER NOT NULL,
+    sent_at       INTEGER NOT NULL,
+    moved_at      INTEGER NOT NULL
+);
+"#];
+
+pub(super) fn migrate(conn: &mut Connection) -> Result<(), BackendError> {
+    // IMMEDIATE so that two processes starting together do not both run the same step: the
+    // second waits, then reads the version the first one left.
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(db_error)?;
+    let version: i64 = tx
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(db_error)?;
+    let known = MIGRATIONS.len() as i64;
+    if version > known {
+        return Err(BackendError::other(
+            BACKEND,
+            format!(
+                "the database schema is version {version}, newer than this build knows ({known})"
+            ),
+        ));
+    }
+    for (step, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+        tx.execute_batch(sql).map_err(db_error)?;
+        tx.pragma_update(None, "user_version", step as i64 + 1)
+            .map_err(db_error)?;
+    }
+    tx.commit().map_err(db_error)
+}
