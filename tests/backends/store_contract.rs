@@ -1304,6 +1304,7 @@ contract_tests! {
 /// server restart.
 mod mongo_only {
     use bson::doc;
+    use order_service::store::{Catalogue, Orders, StoreHealth};
 
     use super::*;
 

@@ -10,7 +10,8 @@ use mongodb::options::IndexOptions;
 use mongodb::{Collection, IndexModel};
 
 use super::errors::db_error;
-use super::{MongoStore, IDEMPOTENCY_TTL_HOURS};
+use super::idempotency::IDEMPOTENCY_TTL_HOURS;
+use super::MongoStore;
 use crate::error::BackendError;
 use crate::store::StoreResult;
 

@@ -1,0 +1,274 @@
+//! Orders, their transitions, notification claims and outbox flags on MongoDB. Without a
+//! transaction spanning an order and its products, the order document carries the bookkeeping
+//! that makes a failed or cancelled order's stock come back exactly once.
+
+use chrono::{DateTime, Utc};
+use mongodb::options::ReturnDocument;
+
+use async_trait::async_trait;
+use bson::doc;
+use futures_util::TryStreamExt;
+
+use super::documents::*;
+use super::errors::command_code;
+use super::errors::db_error;
+use super::{find_page, MongoStore};
+use crate::domain::{Id, Order, OrderStatus, PageRequest};
+use crate::error::BackendError;
+use crate::store::{Orders, StoreResult, TransitionOutcome};
+
+impl MongoStore {
+    /// Gives back the stock of a failed or cancelled order, exactly once per product however
+    /// many callers (the winning transition, a refused retry, the repair at start) try at once.
+    ///
+    /// There is no transaction spanning the order and its products, so the order document
+    /// carries the bookkeeping: the transition that moved it set `stockReturned: false` in the
+    /// same conditional update as the status (so the intent can not be lost), and each product
+    /// is then *claimed* on the order (`$addToSet returnedProducts: pid`, guarded by
+    /// `returnedProducts: {$ne: pid}` so that the outcome does not hang on how a server counts
+    /// a no-op `$addToSet`) before its `$inc`. The claim is atomic on one document, so only one
+    /// caller ever gives a product's quantity back. If the `$inc` is refused by the
+    /// server, the claim is withdrawn so that a later attempt can do it.
+    ///
+    /// The crash window, named honestly: if the process dies (or loses the connection) after a
+    /// claim and before its `$inc` reached the server, that line is never given back: the
+    /// product's stock stays too low by the line's quantity. Claiming after the `$inc` instead
+    /// would turn the same window into a double return, which would let the shop sell stock it
+    /// does not have; a shortfall is the safe side and an admin can correct it. The window is a
+    /// single round trip per line, and the error log names the order and product.
+    async fn return_order_stock(&self, order: &OrderDoc) -> StoreResult<()> {
+        let lines = merge_quantities(
+            order
+                .items
+                .iter()
+                .map(|i| (i.product_id, i64::from(i.quantity))),
+        );
+        for (product_id, qty) in lines {
+            let claimed = self
+                .write(self.orders.update_one(
+                    doc! { "_id": order.id, "returnedProducts": { "$ne": product_id } },
+                    doc! { "$addToSet": { "returnedProducts": product_id } },
+                ))
+                .await
+                .map_err(db_error)?;
+            if claimed.modified_count == 0 {
+                continue; // Someone else gives (or gave) this one back.
+            }
+            let given = self
+                .write(self.products.update_one(
+                    doc! { "_id": product_id },
+                    doc! { "$inc": { "stock": qty } },
+                ))
+                .await;
+            let Err(e) = given else { continue };
+            // A refusal from the server means the $inc did not happen: withdrawing the claim is
+            // safe and lets a retry or the repair finish. Without an answer we can not know, so
+            // the claim stays (the safe side, see above).
+            if command_code(&e).is_some() {
+                let unclaim = self
+                    .write(self.orders.update_one(
+                        doc! { "_id": order.id },
+                        doc! { "$pull": { "returnedProducts": product_id } },
+                    ))
+                    .await;
+                if unclaim.is_ok() {
+                    return Err(db_error(e));
+                }
+            }
+            tracing::error!(
+                order_id = %order.id,
+                product_id = %product_id,
+                quantity = qty,
+                error = %e,
+                "stock of a failed or cancelled order may not have been given back; check the \
+                 product's stock"
+            );
+            return Err(db_error(e));
+        }
+        self.write(self.orders.update_one(
+            doc! { "_id": order.id },
+            doc! { "$set": { "stockReturned": true } },
+        ))
+        .await
+        .map_err(db_error)?;
+        Ok(())
+    }
+
+    /// Finishes the stock returns of failed or cancelled orders that a crash or an outage
+    /// interrupted (their `stockReturned` is still false). Safe to run at any time and from
+    /// several processes at once; meant to be called at start. Returns how many orders it
+    /// finished.
+    pub async fn repair_stock_returns(&self) -> StoreResult<u64> {
+        let returning: Vec<&str> = OrderStatus::ALL
+            .into_iter()
+            .filter(|s| s.returns_stock())
+            .map(OrderStatus::as_str)
+            .collect();
+        let pending: Vec<OrderDoc> = self
+            .orders
+            .find(doc! { "status": { "$in": returning }, "stockReturned": false })
+            .await
+            .map_err(db_error)?
+            .try_collect()
+            .await
+            .map_err(db_error)?;
+        let mut repaired = 0;
+        for order in &pending {
+            self.return_order_stock(order).await?;
+            repaired += 1;
+        }
+        if repaired > 0 {
+            tracing::info!(orders = repaired, "finished interrupted stock returns");
+        }
+        Ok(repaired)
+    }
+}
+
+#[async_trait]
+impl Orders for MongoStore {
+    async fn insert_order(&self, order: &Order) -> StoreResult<()> {
+        self.write(self.orders.insert_one(order_to_doc(order)))
+            .await
+            .map_err(db_error)?;
+        Ok(())
+    }
+
+    async fn find_order(&self, id: Id) -> StoreResult<Option<Order>> {
+        self.orders
+            .find_one(doc! { "_id": id.object_id() })
+            .await
+            .map_err(db_error)?
+            .map(order_from_doc)
+            .transpose()
+    }
+
+    async fn list_orders(&self, user_id: Id, page: PageRequest) -> StoreResult<(Vec<Order>, u64)> {
+        let filter = doc! { "userId": user_id.object_id() };
+        // _id breaks ties within a millisecond, so the order is total and pages are stable.
+        let sort = doc! { "createdAt": -1, "_id": -1 };
+        find_page(&self.orders, filter, sort, page, order_from_doc).await
+    }
+
+    async fn transition_order(
+        &self,
+        id: Id,
+        from: OrderStatus,
+        to: OrderStatus,
+        reason: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<TransitionOutcome> {
+        let mut set = doc! { "status": to.as_str(), "updatedAt": bson_time(now) };
+        if let Some(reason) = reason {
+            set.insert("failureReason", reason);
+        }
+        if to.returns_stock() {
+            // The intent to return stock, written with the status in one atomic update, so it
+            // survives a crash before the stock is back (see `return_order_stock`).
+            set.insert("stockReturned", false);
+        }
+        let moved = self
+            .write(
+                self.orders
+                    .find_one_and_update(
+                        doc! { "_id": id.object_id(), "status": from.as_str() },
+                        doc! { "$set": set },
+                    )
+                    .return_document(ReturnDocument::After),
+            )
+            .await
+            .map_err(db_error)?;
+        match moved {
+            Some(doc) => {
+                if to.returns_stock() {
+                    // On error the order has moved but its stock is not all back: the caller
+                    // sees the error (the step it asked for is unfinished), and its retry,
+                    // refused below, or the repair at start finishes the return.
+                    self.return_order_stock(&doc).await?;
+                }
+                Ok(TransitionOutcome::Moved(order_from_doc(doc)?))
+            }
+            None => {
+                let current = self
+                    .orders
+                    .find_one(doc! { "_id": id.object_id() })
+                    .await
+                    .map_err(db_error)?;
+                // A caller retrying a transition whose stock return was cut short finishes it
+                // here; the per-product claims make that safe alongside any other attempt.
+                if let Some(doc) = current.as_ref().filter(|d| d.stock_returned == Some(false)) {
+                    self.return_order_stock(doc).await?;
+                }
+                Ok(TransitionOutcome::Refused(
+                    current.map(order_from_doc).transpose()?,
+                ))
+            }
+        }
+    }
+
+    async fn claim_notification(&self, order_id: Id, status: OrderStatus) -> StoreResult<bool> {
+        // The unique index on (orderId, status) is the claim: an insert is atomic even where
+        // updates are not.
+        let claim = NotificationDoc {
+            order_id: order_id.object_id(),
+            status: status.as_str().to_owned(),
+            claimed_at: bson_time(Utc::now()),
+        };
+        match self
+            .write(self.notifications.insert_one(&claim))
+            .await
+            .map_err(db_error)
+        {
+            Ok(_) => Ok(true),
+            Err(BackendError::Duplicate) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn release_notification(&self, order_id: Id, status: OrderStatus) -> StoreResult<()> {
+        self.write(
+            self.notifications
+                .delete_one(doc! { "orderId": order_id.object_id(), "status": status.as_str() }),
+        )
+        .await
+        .map_err(db_error)?;
+        Ok(())
+    }
+
+    async fn mark_enqueued(&self, order_id: Id) -> StoreResult<()> {
+        self.mark_enqueued_many(&[order_id]).await
+    }
+
+    async fn mark_enqueued_many(&self, order_ids: &[Id]) -> StoreResult<()> {
+        if order_ids.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<_> = order_ids.iter().map(|id| id.object_id()).collect();
+        self.write(self.orders.update_many(
+            doc! { "_id": { "$in": ids } },
+            doc! { "$set": { "enqueued": true } },
+        ))
+        .await
+        .map_err(db_error)?;
+        Ok(())
+    }
+
+    async fn unenqueued_orders(&self, before: DateTime<Utc>, limit: u32) -> StoreResult<Vec<Id>> {
+        let docs: Vec<IdDoc> = self
+            .orders
+            .clone_with_type::<IdDoc>()
+            .find(doc! {
+                "status": OrderStatus::Pending.as_str(),
+                "enqueued": false,
+                "createdAt": { "$lt": bson_time(before) },
+            })
+            .sort(doc! { "createdAt": 1 })
+            .limit(i64::from(limit))
+            .projection(doc! { "_id": 1 })
+            .await
+            .map_err(db_error)?
+            .try_collect()
+            .await
+            .map_err(db_error)?;
+        Ok(docs.into_iter().map(|d| Id::from_object_id(d.id)).collect())
+    }
+}

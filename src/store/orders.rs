@@ -1,0 +1,95 @@
+//! Orders through their lifecycle: placement, reads, conditional status transitions (which
+//! give a failed or cancelled order's stock back in the same step, exactly once), the claims
+//! that make each status email go out once, and the outbox flags that tell which orders' queue
+//! messages were confirmed sent.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use futures_util::future::{join_all, try_join_all};
+
+use super::StoreResult;
+use crate::domain::{Id, Order, OrderStatus, PageRequest};
+
+/// The outcome of a conditional status change.
+#[derive(Debug)]
+pub enum TransitionOutcome {
+    /// The stored status was `from` and is now `to`; the order as it now is.
+    Moved(Order),
+    /// The stored status was not `from`; nothing changed. The order as it is, if it exists.
+    Refused(Option<Order>),
+}
+
+#[async_trait]
+pub trait Orders: Send + Sync + 'static {
+    /// Refused with `BackendError::Duplicate` when the id is taken.
+    async fn insert_order(&self, order: &Order) -> StoreResult<()>;
+    async fn find_order(&self, id: Id) -> StoreResult<Option<Order>>;
+    /// The user's orders, newest first, and how many there are in all.
+    async fn list_orders(&self, user_id: Id, page: PageRequest) -> StoreResult<(Vec<Order>, u64)>;
+
+    /// Moves the order from `from` to `to` if it is still in `from`. When `to` returns stock
+    /// (failed, cancelled), the order's reserved quantities go back in the same step, so stock
+    /// is returned exactly once per order.
+    async fn transition_order(
+        &self,
+        id: Id,
+        from: OrderStatus,
+        to: OrderStatus,
+        reason: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<TransitionOutcome>;
+    /// `transition_order` (without a reason) for each of `ids`, answered in the same order. A
+    /// worker processes the messages of one receive together through this; the embedded store
+    /// applies them in one write instead of one write each.
+    async fn transition_orders(
+        &self,
+        ids: &[Id],
+        from: OrderStatus,
+        to: OrderStatus,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<TransitionOutcome>> {
+        try_join_all(
+            ids.iter()
+                .map(|&id| self.transition_order(id, from, to, None, now)),
+        )
+        .await
+    }
+
+    /// Records that the customer was told about `status`, if nobody recorded it yet. Returns
+    /// false when it was recorded before: the email must not be sent again.
+    async fn claim_notification(&self, order_id: Id, status: OrderStatus) -> StoreResult<bool>;
+    /// `claim_notification` for each claim, answered in the same order: all are made or none
+    /// (the embedded store makes them in one write). None, because a caller that sees an error
+    /// sends no email, so a claim made meanwhile would stop every later attempt from sending it.
+    async fn claim_notifications(&self, claims: &[(Id, OrderStatus)]) -> StoreResult<Vec<bool>> {
+        let results = join_all(
+            claims
+                .iter()
+                .map(|&(order_id, status)| self.claim_notification(order_id, status)),
+        )
+        .await;
+        if let Some(error) = results.iter().find_map(|r| r.as_ref().err()).cloned() {
+            for (&(order_id, status), result) in claims.iter().zip(&results) {
+                if matches!(result, Ok(true)) {
+                    let _ = self.release_notification(order_id, status).await;
+                }
+            }
+            return Err(error);
+        }
+        Ok(results.into_iter().flatten().collect())
+    }
+    /// Gives a notification claim back after the email could not be sent.
+    async fn release_notification(&self, order_id: Id, status: OrderStatus) -> StoreResult<()>;
+
+    /// Marks the order's queue message as sent (the outbox flag).
+    async fn mark_enqueued(&self, order_id: Id) -> StoreResult<()>;
+    /// `mark_enqueued` for each of `order_ids` (one write when embedded, one update on MongoDB).
+    async fn mark_enqueued_many(&self, order_ids: &[Id]) -> StoreResult<()> {
+        for &id in order_ids {
+            self.mark_enqueued(id).await?;
+        }
+        Ok(())
+    }
+    /// Pending orders whose queue message was never confirmed sent, older than `before`.
+    async fn unenqueued_orders(&self, before: DateTime<Utc>, limit: u32) -> StoreResult<Vec<Id>>;
+}

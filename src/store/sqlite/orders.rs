@@ -1,0 +1,238 @@
+//! Orders, their transitions, notification claims and outbox flags on SQLite. A transition
+//! that fails or cancels an order gives its stock back in the same transaction.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use rusqlite::{params, Connection, OptionalExtension, Row};
+
+use super::catalogue::GIVE_BACK_STOCK;
+use super::rows::{sql_count, to_json, ts, Json, Ts};
+use super::SqliteStore;
+use crate::domain::{Cents, Id, Order, OrderStatus, PageRequest};
+use crate::store::{Orders, StoreResult, TransitionOutcome};
+
+// Column list, spelled once so the queries and the row reader agree on the order.
+macro_rules! order_columns {
+    () => {
+        "id, user_id, items, shipping_address, payment_method, status, total_amount, \
+         failure_reason, created_at, updated_at"
+    };
+}
+
+fn order_from_row(r: &Row<'_>) -> rusqlite::Result<Order> {
+    Ok(Order {
+        id: r.get(0)?,
+        user_id: r.get(1)?,
+        items: r.get::<_, Json<_>>(2)?.0,
+        shipping_address: r.get::<_, Json<_>>(3)?.0,
+        payment_method: r.get(4)?,
+        status: r.get(5)?,
+        total_amount: Cents::from_stored(r.get(6)?),
+        failure_reason: r.get(7)?,
+        created_at: r.get::<_, Ts>(8)?.0,
+        updated_at: r.get::<_, Ts>(9)?.0,
+    })
+}
+
+/// One conditional status change, inside the caller's write.
+fn transition_in(
+    conn: &Connection,
+    id: Id,
+    from: OrderStatus,
+    to: OrderStatus,
+    reason: Option<&str>,
+    now: DateTime<Utc>,
+) -> rusqlite::Result<TransitionOutcome> {
+    let moved = conn
+        .prepare_cached(concat!(
+            "UPDATE orders SET status = ?1, updated_at = ?2, \
+             failure_reason = coalesce(?3, failure_reason) \
+             WHERE id = ?4 AND status = ?5 RETURNING ",
+            order_columns!()
+        ))?
+        .query_row(params![to, ts(now), reason, id, from], order_from_row)
+        .optional()?;
+    let Some(order) = moved else {
+        return Ok(TransitionOutcome::Refused(load_order(conn, id)?));
+    };
+    // Only the transaction that won the status change gets here, so the stock goes back exactly
+    // once however many callers race to cancel or fail the order.
+    if to.returns_stock() {
+        let mut give_back = conn.prepare_cached(GIVE_BACK_STOCK)?;
+        for line in order.reserved_lines() {
+            give_back.execute(params![line.quantity.get(), line.product_id])?;
+        }
+    }
+    Ok(TransitionOutcome::Moved(order))
+}
+
+/// Records a notification claim inside the caller's write; false when it was claimed before.
+fn claim_in(conn: &Connection, order_id: Id, status: OrderStatus) -> rusqlite::Result<bool> {
+    let inserted = conn
+        .prepare_cached(
+            "INSERT INTO order_notifications (order_id, status, claimed_at) \
+             VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
+        )?
+        .execute(params![order_id, status, ts(Utc::now())])?;
+    Ok(inserted == 1)
+}
+
+fn load_order(conn: &Connection, id: Id) -> rusqlite::Result<Option<Order>> {
+    conn.prepare_cached(concat!(
+        "SELECT ",
+        order_columns!(),
+        " FROM orders WHERE id = ?1"
+    ))?
+    .query_row([id], order_from_row)
+    .optional()
+}
+
+#[async_trait]
+impl Orders for SqliteStore {
+    async fn insert_order(&self, order: &Order) -> StoreResult<()> {
+        let o = order.clone();
+        // Serialised here rather than in the closure: the writer thread is the one resource
+        // every write waits for, so it only runs SQL.
+        let (items, address) = (to_json(&o.items), to_json(&o.shipping_address));
+        self.db
+            .write(move |c| {
+                c.prepare_cached(concat!(
+                    "INSERT INTO orders (",
+                    order_columns!(),
+                    ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
+                ))?
+                .execute(params![
+                    o.id,
+                    o.user_id,
+                    items?,
+                    address?,
+                    o.payment_method,
+                    o.status,
+                    o.total_amount.value(),
+                    o.failure_reason,
+                    ts(o.created_at),
+                    ts(o.updated_at)
+                ])?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn find_order(&self, id: Id) -> StoreResult<Option<Order>> {
+        self.db.read(move |c| load_order(c, id)).await
+    }
+
+    async fn list_orders(&self, user_id: Id, page: PageRequest) -> StoreResult<(Vec<Order>, u64)> {
+        self.db
+            .read(move |c| {
+                let rows = c
+                    .prepare_cached(concat!(
+                        "SELECT ",
+                        order_columns!(),
+                        " FROM orders WHERE user_id = ?1 \
+                         ORDER BY created_at DESC, id DESC LIMIT ?2 OFFSET ?3"
+                    ))?
+                    .query_map(
+                        params![user_id, page.limit, sql_count(page.offset())],
+                        order_from_row,
+                    )?
+                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                let total: i64 = c
+                    .prepare_cached("SELECT count(*) FROM orders WHERE user_id = ?1")?
+                    .query_row([user_id], |r| r.get(0))?;
+                Ok((rows, total as u64))
+            })
+            .await
+    }
+
+    async fn transition_order(
+        &self,
+        id: Id,
+        from: OrderStatus,
+        to: OrderStatus,
+        reason: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<TransitionOutcome> {
+        let reason = reason.map(str::to_owned);
+        self.db
+            .write(move |c| transition_in(c, id, from, to, reason.as_deref(), now))
+            .await
+    }
+
+    async fn transition_orders(
+        &self,
+        ids: &[Id],
+        from: OrderStatus,
+        to: OrderStatus,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<TransitionOutcome>> {
+        let ids = ids.to_vec();
+        self.db
+            .write(move |c| {
+                ids.into_iter()
+                    .map(|id| transition_in(c, id, from, to, None, now))
+                    .collect()
+            })
+            .await
+    }
+
+    async fn claim_notification(&self, order_id: Id, status: OrderStatus) -> StoreResult<bool> {
+        self.db.write(move |c| claim_in(c, order_id, status)).await
+    }
+
+    async fn claim_notifications(&self, claims: &[(Id, OrderStatus)]) -> StoreResult<Vec<bool>> {
+        let claims = claims.to_vec();
+        self.db
+            .write(move |c| {
+                claims
+                    .into_iter()
+                    .map(|(order_id, status)| claim_in(c, order_id, status))
+                    .collect()
+            })
+            .await
+    }
+
+    async fn release_notification(&self, order_id: Id, status: OrderStatus) -> StoreResult<()> {
+        self.db
+            .write(move |c| {
+                c.prepare_cached(
+                    "DELETE FROM order_notifications WHERE order_id = ?1 AND status = ?2",
+                )?
+                .execute(params![order_id, status])?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn mark_enqueued(&self, order_id: Id) -> StoreResult<()> {
+        self.mark_enqueued_many(&[order_id]).await
+    }
+
+    async fn mark_enqueued_many(&self, order_ids: &[Id]) -> StoreResult<()> {
+        let order_ids = order_ids.to_vec();
+        self.db
+            .write(move |c| {
+                let mut mark = c.prepare_cached("UPDATE orders SET enqueued = 1 WHERE id = ?1")?;
+                for id in order_ids {
+                    mark.execute([id])?;
+                }
+                Ok(())
+            })
+            .await
+    }
+
+    async fn unenqueued_orders(&self, before: DateTime<Utc>, limit: u32) -> StoreResult<Vec<Id>> {
+        self.db
+            .read(move |c| {
+                // The literal conditions match the partial index orders_unenqueued.
+                c.prepare_cached(
+                    "SELECT id FROM orders \
+                     WHERE enqueued = 0 AND status = 'pending' AND created_at < ?1 \
+                     ORDER BY created_at LIMIT ?2",
+                )?
+                .query_map(params![ts(before), limit], |r| r.get(0))?
+                .collect()
+            })
+            .await
+    }
+}
