@@ -114,8 +114,8 @@ pub async fn run(config: Config, role: Role) -> anyhow::Result<()> {
     );
 
     // Only API processes seed, so `api` and `worker` starting together do not race to do it.
-    if role.serves_api() && !config.is_production() && backends.store.is_empty().await? {
-        let report = crate::seed::seed(backends.store.as_ref()).await?;
+    if role.serves_api() && !config.is_production() && backends.stores.health.is_empty().await? {
+        let report = crate::seed::seed(&backends.stores).await?;
         tracing::info!(
             users = report.users,
             products = report.products,
@@ -135,24 +135,28 @@ pub async fn run(config: Config, role: Role) -> anyhow::Result<()> {
     let tokens = Arc::new(TokenService::new(&config.jwt));
     let authenticator = Arc::new(Authenticator::new(
         tokens.clone(),
-        backends.store.clone(),
+        backends.stores.accounts.clone(),
         backends.cache.clone(),
     ));
 
     // Each actor gets its own arbiter (thread), so one busy actor does not slow the others.
     let inventory = {
-        let store = backends.store.clone();
-        Supervisor::start_in_arbiter(&Arbiter::new().handle(), move |_| InventoryActor { store })
+        let catalogue = backends.stores.catalogue.clone();
+        Supervisor::start_in_arbiter(&Arbiter::new().handle(), move |_| InventoryActor {
+            catalogue,
+        })
     };
     let mailer = {
         let mailer = backends.mailer.clone();
         Supervisor::start_in_arbiter(&Arbiter::new().handle(), move |_| MailerActor { mailer })
     };
     let order_actor = OrderActor {
-        store: backends.store.clone(),
+        orders: backends.stores.orders.clone(),
+        idempotency: backends.stores.idempotency.clone(),
+        accounts: backends.stores.accounts.clone(),
         cache: backends.cache.clone(),
         sender: SendBatcher::start(backends.queue.clone(), send_batching(kinds)),
-        enqueued: EnqueuedMarks::start(backends.store.clone()),
+        enqueued: EnqueuedMarks::start(backends.stores.orders.clone()),
         inventory: inventory.clone(),
         mailer: mailer.clone(),
         cache_ttl: config.cache_ttl,
@@ -167,7 +171,7 @@ pub async fn run(config: Config, role: Role) -> anyhow::Result<()> {
     };
     let auth = {
         let actor = AuthActor {
-            store: backends.store.clone(),
+            accounts: backends.stores.accounts.clone(),
             tokens: tokens.clone(),
             authenticator: authenticator.clone(),
             hasher: start_password_hasher(),
@@ -266,7 +270,7 @@ pub async fn run(config: Config, role: Role) -> anyhow::Result<()> {
 /// `order-service seed`: seeds the configured store and exits.
 pub async fn seed_only(config: Config) -> anyhow::Result<()> {
     let backends = crate::backends::build(&config).await?;
-    let report = crate::seed::seed(backends.store.as_ref()).await?;
+    let report = crate::seed::seed(&backends.stores).await?;
     if report.changed_anything() {
         tracing::info!(
             users = report.users,

@@ -13,7 +13,7 @@ use crate::metrics::{
     backend_call, AUTH_TOKENS_REJECTED_TOTAL, CACHE_ERRORS_TOTAL, CACHE_HITS_TOTAL,
     CACHE_MISSES_TOTAL,
 };
-use crate::store::Store;
+use crate::store::Accounts;
 use crate::tokens::{Principal, TokenService};
 
 const ACTIVE: &str = "active";
@@ -21,15 +21,19 @@ const REVOKED: &str = "revoked";
 
 pub struct Authenticator {
     tokens: Arc<TokenService>,
-    store: Arc<dyn Store>,
+    accounts: Arc<dyn Accounts>,
     cache: Arc<dyn Cache>,
 }
 
 impl Authenticator {
-    pub fn new(tokens: Arc<TokenService>, store: Arc<dyn Store>, cache: Arc<dyn Cache>) -> Self {
+    pub fn new(
+        tokens: Arc<TokenService>,
+        accounts: Arc<dyn Accounts>,
+        cache: Arc<dyn Cache>,
+    ) -> Self {
         Authenticator {
             tokens,
-            store,
+            accounts,
             cache,
         }
     }
@@ -66,8 +70,12 @@ impl Authenticator {
                 tracing::warn!(error = %e, "session cache read failed; using the store");
             }
         }
-        let session =
-            backend_call("store", "find_session", self.store.find_session(session_id)).await?;
+        let session = backend_call(
+            "store",
+            "find_session",
+            self.accounts.find_session(session_id),
+        )
+        .await?;
         let active = session.is_some_and(|s| !s.revoked && s.expires_at > chrono::Utc::now());
         // Fill only an empty slot: a logout that raced us has written `revoked` and must win.
         let value = if active { ACTIVE } else { REVOKED };

@@ -12,12 +12,13 @@ use crate::mail::{file::FileMailer, ses::SesMailer, Mailer};
 use crate::queue::{sqlite::SqliteQueue, sqs::SqsQueue, Queue};
 use crate::store::mongo::MongoStore;
 use crate::store::sqlite::{SqliteDb, SqliteStore};
-use crate::store::Store;
+use crate::store::Stores;
 
 /// The four backends, behind their traits, and what kind each one is (for logs and metrics).
 #[derive(Clone)]
 pub struct Backends {
-    pub store: Arc<dyn Store>,
+    /// The store, one trait object per aggregate (all served by one backend).
+    pub stores: Stores,
     pub queue: Arc<dyn Queue>,
     pub cache: Arc<dyn Cache>,
     pub mailer: Arc<dyn Mailer>,
@@ -63,7 +64,7 @@ pub async fn build(config: &Config) -> anyhow::Result<Backends> {
         None
     };
 
-    let (store, store_kind): (Arc<dyn Store>, _) = match &config.mongodb_uri {
+    let (stores, store_kind) = match &config.mongodb_uri {
         Some(uri) => {
             let mongo = MongoStore::connect(uri.expose()).await?;
             // Finish stock returns a crashed process left half done (see `MongoStore`).
@@ -74,10 +75,10 @@ pub async fn build(config: &Config) -> anyhow::Result<Backends> {
                     tracing::warn!(error = %e, "could not check for interrupted stock returns")
                 }
             }
-            (Arc::new(mongo), "mongodb")
+            (Stores::new(mongo), "mongodb")
         }
         None => (
-            Arc::new(SqliteStore::new(db.clone().expect("opened above"))),
+            Stores::new(SqliteStore::new(db.clone().expect("opened above"))),
             "sqlite",
         ),
     };
@@ -115,7 +116,7 @@ pub async fn build(config: &Config) -> anyhow::Result<Backends> {
         }
     };
     Ok(Backends {
-        store,
+        stores,
         queue,
         cache,
         mailer,

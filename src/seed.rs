@@ -9,7 +9,7 @@ use crate::domain::{
 };
 use crate::error::BackendError;
 use crate::password::hash_password;
-use crate::store::Store;
+use crate::store::Stores;
 
 pub const ADMIN_EMAIL: &str = "admin@example.com";
 pub const ADMIN_PASSWORD: &str = "admin123";
@@ -76,7 +76,7 @@ impl SeedReport {
     }
 }
 
-pub async fn seed(store: &dyn Store) -> Result<SeedReport, BackendError> {
+pub async fn seed(stores: &Stores) -> Result<SeedReport, BackendError> {
     let mut report = SeedReport::default();
     let now = crate::domain::now();
     let admin_id = Id::fixed(1);
@@ -86,7 +86,7 @@ pub async fn seed(store: &dyn Store) -> Result<SeedReport, BackendError> {
         (user_id, USER_EMAIL, USER_PASSWORD, "Demo User", Role::User),
     ] {
         let email = Email::parse(email).expect("seed emails are valid");
-        if store.find_user_by_email(&email).await?.is_some() {
+        if stores.accounts.find_user_by_email(&email).await?.is_some() {
             continue;
         }
         let password = password.to_string();
@@ -102,7 +102,7 @@ pub async fn seed(store: &dyn Store) -> Result<SeedReport, BackendError> {
             password_hash,
             created_at: now,
         };
-        match store.insert_user(&user).await {
+        match stores.accounts.insert_user(&user).await {
             Ok(()) => report.users += 1,
             Err(BackendError::Duplicate) => {}
             Err(e) => return Err(e),
@@ -112,7 +112,7 @@ pub async fn seed(store: &dyn Store) -> Result<SeedReport, BackendError> {
     let mut products = vec![];
     for &(n, name, description, price, stock) in CATALOGUE {
         let id = Id::fixed(100 + n);
-        let product = match store.find_product(id).await? {
+        let product = match stores.catalogue.find_product(id).await? {
             Some(p) => p,
             None => {
                 report.products += 1;
@@ -122,7 +122,7 @@ pub async fn seed(store: &dyn Store) -> Result<SeedReport, BackendError> {
                     price: Cents::from_stored(price),
                     stock,
                 };
-                store.insert_product(&new, id, now).await?
+                stores.catalogue.insert_product(&new, id, now).await?
             }
         };
         products.push(product);
@@ -142,7 +142,7 @@ pub async fn seed(store: &dyn Store) -> Result<SeedReport, BackendError> {
     ];
     for (n, status, lines, days_ago) in samples {
         let id = Id::fixed(200 + n);
-        if store.find_order(id).await?.is_some() {
+        if stores.orders.find_order(id).await?.is_some() {
             continue;
         }
         let items = lines
@@ -161,13 +161,13 @@ pub async fn seed(store: &dyn Store) -> Result<SeedReport, BackendError> {
         let mut order = Order::place(user_id, items, address.clone(), "credit_card".into(), at);
         order.id = id;
         order.status = status;
-        match store.insert_order(&order).await {
+        match stores.orders.insert_order(&order).await {
             Ok(()) | Err(BackendError::Duplicate) => {}
             Err(e) => return Err(e),
         }
         // Historical orders: never queued, never emailed.
-        store.mark_enqueued(id).await?;
-        store.claim_notification(id, status).await?;
+        stores.orders.mark_enqueued(id).await?;
+        stores.orders.claim_notification(id, status).await?;
         report.orders += 1;
     }
     Ok(report)

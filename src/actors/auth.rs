@@ -18,7 +18,7 @@ use crate::metrics::{
     PASSWORD_HASH_SECONDS,
 };
 use crate::password::{hash_password, PasswordArena};
-use crate::store::{RotateOutcome, Session, Store};
+use crate::store::{Accounts, RotateOutcome, Session};
 use crate::throttle::LoginThrottle;
 use crate::tokens::{new_token_id, TokenService};
 
@@ -101,7 +101,7 @@ fn lower_this_threads_priority(niceness: i32) {
 
 #[derive(Clone)]
 pub struct AuthActor {
-    pub store: Arc<dyn Store>,
+    pub accounts: Arc<dyn Accounts>,
     pub tokens: Arc<TokenService>,
     pub authenticator: Arc<Authenticator>,
     pub hasher: Addr<PasswordHasher>,
@@ -136,7 +136,7 @@ impl AuthActor {
         backend_call(
             "store",
             "insert_session",
-            self.store.insert_session(&session),
+            self.accounts.insert_session(&session),
         )
         .await?;
         let tokens = self
@@ -174,7 +174,7 @@ impl Handler<Register> for AuthActor {
                 password_hash,
                 created_at: crate::domain::now(),
             };
-            match backend_call("store", "insert_user", this.store.insert_user(&user)).await {
+            match backend_call("store", "insert_user", this.accounts.insert_user(&user)).await {
                 Ok(()) => {}
                 Err(BackendError::Duplicate) => {
                     metrics::counter!(AUTH_REGISTRATIONS_TOTAL, "outcome" => "email_taken")
@@ -206,7 +206,7 @@ impl Handler<Login> for AuthActor {
                     backend_call(
                         "store",
                         "find_user_by_email",
-                        this.store.find_user_by_email(email),
+                        this.accounts.find_user_by_email(email),
                     )
                     .await?
                 }
@@ -261,7 +261,7 @@ impl Handler<Refresh> for AuthActor {
             let outcome = backend_call(
                 "store",
                 "rotate_session",
-                this.store
+                this.accounts
                     .rotate_session(session_id, &claims.jti, &next_jti, expires_at, now),
             )
             .await?;
@@ -274,7 +274,7 @@ impl Handler<Refresh> for AuthActor {
                     backend_call(
                         "store",
                         "revoke_session",
-                        this.store.revoke_session(session_id),
+                        this.accounts.revoke_session(session_id),
                     )
                     .await?;
                     this.authenticator.remember_revoked(session_id).await;
@@ -282,7 +282,7 @@ impl Handler<Refresh> for AuthActor {
                     return Err(refused("reused"));
                 }
             }
-            let user = backend_call("store", "find_user", this.store.find_user(user_id))
+            let user = backend_call("store", "find_user", this.accounts.find_user(user_id))
                 .await?
                 .ok_or_else(|| refused("unknown_user"))?;
             metrics::counter!(AUTH_TOKEN_REFRESHES_TOTAL, "outcome" => "success").increment(1);
@@ -302,7 +302,7 @@ impl Handler<Logout> for AuthActor {
             backend_call(
                 "store",
                 "revoke_session",
-                this.store.revoke_session(msg.session_id),
+                this.accounts.revoke_session(msg.session_id),
             )
             .await?;
             this.authenticator.remember_revoked(msg.session_id).await;
@@ -315,9 +315,9 @@ impl Handler<Logout> for AuthActor {
 impl Handler<GetUser> for AuthActor {
     type Result = ResponseActFuture<Self, Result<User, AppError>>;
     fn handle(&mut self, msg: GetUser, _: &mut Context<Self>) -> Self::Result {
-        let store = self.store.clone();
+        let accounts = self.accounts.clone();
         guarded(NAME, async move {
-            backend_call("store", "find_user", store.find_user(msg.user_id))
+            backend_call("store", "find_user", accounts.find_user(msg.user_id))
                 .await?
                 .ok_or(AppError::NotFound("user"))
         })

@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 
 use crate::domain::Id;
 use crate::metrics::backend_call;
-use crate::store::Store;
+use crate::store::Orders;
 
 /// Most ids in one store call.
 const MAX_MARKS: usize = 256;
@@ -26,9 +26,9 @@ pub struct EnqueuedMarks {
 
 impl EnqueuedMarks {
     /// Starts the marking task on the current runtime; it ends when the last handle is dropped.
-    pub fn start(store: Arc<dyn Store>) -> EnqueuedMarks {
+    pub fn start(orders: Arc<dyn Orders>) -> EnqueuedMarks {
         let (ids, inbox) = mpsc::unbounded_channel();
-        tokio::spawn(run(store, inbox));
+        tokio::spawn(run(orders, inbox));
         EnqueuedMarks { ids }
     }
 
@@ -43,11 +43,11 @@ impl EnqueuedMarks {
 
 /// Takes what is waiting (one store call's worth), flags it, and again. The channel only holds
 /// what arrives during one call, since each call takes everything waiting.
-async fn run(store: Arc<dyn Store>, mut inbox: mpsc::UnboundedReceiver<Id>) {
+async fn run(orders: Arc<dyn Orders>, mut inbox: mpsc::UnboundedReceiver<Id>) {
     let mut batch = Vec::with_capacity(MAX_MARKS);
     while inbox.recv_many(&mut batch, MAX_MARKS).await > 0 {
         if let Err(e) =
-            backend_call("store", "mark_enqueued", store.mark_enqueued_many(&batch)).await
+            backend_call("store", "mark_enqueued", orders.mark_enqueued_many(&batch)).await
         {
             tracing::warn!(error = %e, orders = batch.len(), "could not flag orders as enqueued; the outbox may send them twice");
         }
@@ -63,12 +63,14 @@ mod tests {
     use crate::domain::{Cents, NewProduct, Order, OrderItem, Quantity, ShippingAddress};
     use crate::store::sqlite::test_support::temp_db;
     use crate::store::sqlite::SqliteStore;
+    use crate::store::Stores;
 
     #[tokio::test]
     async fn every_marked_order_is_flagged() {
         let temp = temp_db();
-        let store: Arc<dyn Store> = Arc::new(SqliteStore::new(temp.db.clone()));
-        let product = store
+        let stores = Stores::new(SqliteStore::new(temp.db.clone()));
+        let product = stores
+            .catalogue
             .insert_product(
                 &NewProduct {
                     name: "a".into(),
@@ -81,7 +83,7 @@ mod tests {
             )
             .await
             .unwrap();
-        let marks = EnqueuedMarks::start(store.clone());
+        let marks = EnqueuedMarks::start(stores.orders.clone());
         for _ in 0..300 {
             let item = OrderItem::new(
                 product.id,
@@ -102,13 +104,13 @@ mod tests {
                 "credit_card".into(),
                 crate::domain::now(),
             );
-            store.insert_order(&order).await.unwrap();
+            stores.orders.insert_order(&order).await.unwrap();
             marks.mark(order.id);
         }
         let later = crate::domain::now() + chrono::Duration::minutes(1);
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         loop {
-            let left = store.unenqueued_orders(later, 1000).await.unwrap();
+            let left = stores.orders.unenqueued_orders(later, 1000).await.unwrap();
             if left.is_empty() {
                 break;
             }

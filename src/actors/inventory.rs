@@ -11,12 +11,12 @@ use crate::domain::{Id, Page};
 use crate::error::AppError;
 use crate::messages::inventory::*;
 use crate::metrics::{backend_call, STOCK_RESERVATION_FAILURES_TOTAL};
-use crate::store::{ReserveOutcome, Store};
+use crate::store::{Catalogue, ReserveOutcome};
 
 pub const NAME: &str = "inventory";
 
 pub struct InventoryActor {
-    pub store: Arc<dyn Store>,
+    pub catalogue: Arc<dyn Catalogue>,
 }
 
 impl Actor for InventoryActor {
@@ -35,10 +35,10 @@ impl Supervised for InventoryActor {
 impl Handler<ListProducts> for InventoryActor {
     type Result = ResponseActFuture<Self, Result<Page<crate::domain::Product>, AppError>>;
     fn handle(&mut self, msg: ListProducts, _: &mut Context<Self>) -> Self::Result {
-        let store = self.store.clone();
+        let catalogue = self.catalogue.clone();
         guarded(NAME, async move {
             let (items, total) =
-                backend_call("store", "list_products", store.list_products(msg.page)).await?;
+                backend_call("store", "list_products", catalogue.list_products(msg.page)).await?;
             Ok(Page::new(items, msg.page, total))
         })
     }
@@ -47,9 +47,9 @@ impl Handler<ListProducts> for InventoryActor {
 impl Handler<GetProduct> for InventoryActor {
     type Result = ResponseActFuture<Self, Result<crate::domain::Product, AppError>>;
     fn handle(&mut self, msg: GetProduct, _: &mut Context<Self>) -> Self::Result {
-        let store = self.store.clone();
+        let catalogue = self.catalogue.clone();
         guarded(NAME, async move {
-            backend_call("store", "find_product", store.find_product(msg.id))
+            backend_call("store", "find_product", catalogue.find_product(msg.id))
                 .await?
                 .ok_or(AppError::NotFound("product"))
         })
@@ -59,12 +59,12 @@ impl Handler<GetProduct> for InventoryActor {
 impl Handler<CreateProduct> for InventoryActor {
     type Result = ResponseActFuture<Self, Result<crate::domain::Product, AppError>>;
     fn handle(&mut self, msg: CreateProduct, _: &mut Context<Self>) -> Self::Result {
-        let store = self.store.clone();
+        let catalogue = self.catalogue.clone();
         guarded(NAME, async move {
             let product = backend_call(
                 "store",
                 "insert_product",
-                store.insert_product(&msg.product, Id::new(), crate::domain::now()),
+                catalogue.insert_product(&msg.product, Id::new(), crate::domain::now()),
             )
             .await?;
             tracing::info!(product_id = %product.id, "product created");
@@ -76,12 +76,12 @@ impl Handler<CreateProduct> for InventoryActor {
 impl Handler<UpdateProduct> for InventoryActor {
     type Result = ResponseActFuture<Self, Result<crate::domain::Product, AppError>>;
     fn handle(&mut self, msg: UpdateProduct, _: &mut Context<Self>) -> Self::Result {
-        let store = self.store.clone();
+        let catalogue = self.catalogue.clone();
         guarded(NAME, async move {
             let product = backend_call(
                 "store",
                 "update_product",
-                store.update_product(msg.id, &msg.patch, crate::domain::now()),
+                catalogue.update_product(msg.id, &msg.patch, crate::domain::now()),
             )
             .await?
             .ok_or(AppError::NotFound("product"))?;
@@ -97,9 +97,15 @@ impl Handler<ReserveStock> for InventoryActor {
         Result<Vec<(crate::domain::Product, crate::domain::OrderLine)>, AppError>,
     >;
     fn handle(&mut self, msg: ReserveStock, _: &mut Context<Self>) -> Self::Result {
-        let store = self.store.clone();
+        let catalogue = self.catalogue.clone();
         guarded(NAME, async move {
-            match backend_call("store", "reserve_stock", store.reserve_stock(&msg.lines)).await? {
+            match backend_call(
+                "store",
+                "reserve_stock",
+                catalogue.reserve_stock(&msg.lines),
+            )
+            .await?
+            {
                 ReserveOutcome::Reserved(reserved) => Ok(reserved),
                 ReserveOutcome::UnknownProducts(ids) => {
                     metrics::counter!(STOCK_RESERVATION_FAILURES_TOTAL, "reason" => "unknown_product").increment(1);
@@ -117,9 +123,14 @@ impl Handler<ReserveStock> for InventoryActor {
 impl Handler<ReleaseStock> for InventoryActor {
     type Result = ResponseActFuture<Self, Result<(), AppError>>;
     fn handle(&mut self, msg: ReleaseStock, _: &mut Context<Self>) -> Self::Result {
-        let store = self.store.clone();
+        let catalogue = self.catalogue.clone();
         guarded(NAME, async move {
-            backend_call("store", "release_stock", store.release_stock(&msg.lines)).await?;
+            backend_call(
+                "store",
+                "release_stock",
+                catalogue.release_stock(&msg.lines),
+            )
+            .await?;
             Ok(())
         })
     }

@@ -29,7 +29,7 @@ use crate::messages::order::*;
 use crate::metrics::*;
 use crate::queue::batcher::SendBatcher;
 use crate::queue::OrderMessage;
-use crate::store::{IdempotencyRecord, Store, TransitionOutcome};
+use crate::store::{Accounts, Idempotency, IdempotencyRecord, Orders, TransitionOutcome};
 use crate::tokens::Principal;
 
 pub const NAME: &str = "order";
@@ -65,7 +65,12 @@ const OUTBOX_GRACE: Duration = Duration::from_secs(10);
 
 #[derive(Clone)]
 pub struct OrderActor {
-    pub store: Arc<dyn Store>,
+    /// Orders, their transitions, email claims and outbox flags.
+    pub orders: Arc<dyn Orders>,
+    /// The `Idempotency-Key` records of order creation.
+    pub idempotency: Arc<dyn Idempotency>,
+    /// Read only, for the name and address an order's email goes to.
+    pub accounts: Arc<dyn Accounts>,
     pub cache: Arc<dyn Cache>,
     /// Queue sends go through here, so orders placed together share one batch request.
     pub sender: SendBatcher,
@@ -149,7 +154,7 @@ impl OrderActor {
                 tracing::warn!(error = %e, "order cache read failed; reading the store");
             }
         }
-        let order = backend_call("store", "find_order", self.store.find_order(id)).await?;
+        let order = backend_call("store", "find_order", self.orders.find_order(id)).await?;
         if let Some(order) = &order {
             let json = serde_json::to_string(order).expect("orders serialise");
             // Only fill an empty slot: a writer may have stored a newer status meanwhile.
@@ -188,7 +193,7 @@ impl OrderActor {
         let outcome = backend_call(
             "store",
             "transition_order",
-            self.store
+            self.orders
                 .transition_order(order_id, from, to, reason, crate::domain::now()),
         )
         .await?;
@@ -210,7 +215,7 @@ impl OrderActor {
         let outcomes = backend_call(
             "store",
             "transition_orders",
-            self.store
+            self.orders
                 .transition_orders(&ids, from, to, crate::domain::now()),
         )
         .await?;
@@ -272,9 +277,9 @@ impl OrderActor {
             backend_call(
                 "store",
                 "claim_notifications",
-                self.store.claim_notifications(&claims),
+                self.orders.claim_notifications(&claims),
             ),
-            backend_call("store", "find_users", self.store.find_users(&user_ids)),
+            backend_call("store", "find_users", self.accounts.find_users(&user_ids)),
         );
         let claimed = match claimed {
             Ok(claimed) => claimed,
@@ -294,9 +299,7 @@ impl OrderActor {
                     if let Err(e) = &sent {
                         // Give the claim back so the next delivery of the message tries again.
                         tracing::warn!(error = %e, order_id = %order.id, "order email not sent; will retry");
-                        let _ = self
-                            .store
-                            .release_notification(order.id, order.status)
+                        let _ = self.orders.release_notification(order.id, order.status)
                             .await;
                     }
                     sent
@@ -353,7 +356,8 @@ impl OrderActor {
         let stored = backend_call(
             "store",
             "save_idempotency",
-            self.store.save_idempotency(user_id, &key.key, &record, now),
+            self.idempotency
+                .save_idempotency(user_id, &key.key, &record, now),
         )
         .await?;
         if stored.request_hash != key.request_fingerprint {
@@ -370,7 +374,7 @@ impl OrderActor {
             if let Some(order) = backend_call(
                 "store",
                 "find_order",
-                self.store.find_order(claimed.order_id),
+                self.orders.find_order(claimed.order_id),
             )
             .await?
             {
@@ -415,7 +419,8 @@ impl OrderActor {
             crate::domain::now(),
         );
         order.id = order_id;
-        if let Err(e) = backend_call("store", "insert_order", self.store.insert_order(&order)).await
+        if let Err(e) =
+            backend_call("store", "insert_order", self.orders.insert_order(&order)).await
         {
             // The stock is ours but no new order holds it: give it back before answering.
             if let Err(release) = ask(
@@ -429,7 +434,7 @@ impl OrderActor {
             }
             if matches!(e, BackendError::Duplicate) {
                 // A concurrent request with the same idempotency key stored it first.
-                if let Some(existing) = self.store.find_order(order_id).await? {
+                if let Some(existing) = self.orders.find_order(order_id).await? {
                     return Ok(PlacedOrder {
                         order: existing,
                         replayed: true,
@@ -460,10 +465,10 @@ impl OrderActor {
     async fn resend_unqueued(&self) -> Result<(), AppError> {
         let before = crate::domain::now()
             - chrono::Duration::from_std(OUTBOX_GRACE).expect("small duration");
-        let ids = self.store.unenqueued_orders(before, 100).await?;
+        let ids = self.orders.unenqueued_orders(before, 100).await?;
         for id in ids {
             self.enqueue(id, None).await?;
-            self.store.mark_enqueued(id).await?;
+            self.orders.mark_enqueued(id).await?;
             metrics::counter!(OUTBOX_RESENT_TOTAL).increment(1);
             tracing::info!(order_id = %id, "outbox sent an order that was never queued");
         }
@@ -471,7 +476,7 @@ impl OrderActor {
     }
 
     async fn cancel(self, msg: CancelOrder) -> Result<Order, AppError> {
-        let order = backend_call("store", "find_order", self.store.find_order(msg.order_id))
+        let order = backend_call("store", "find_order", self.orders.find_order(msg.order_id))
             .await?
             .filter(|o| o.user_id == msg.principal.user_id || msg.principal.is_admin())
             .ok_or(AppError::NotFound("order"))?;
@@ -673,16 +678,16 @@ impl Handler<GetOrder> for OrderActor {
 impl Handler<ListOrders> for OrderActor {
     type Result = ResponseActFuture<Self, Result<Page<Order>, AppError>>;
     fn handle(&mut self, msg: ListOrders, _: &mut Context<Self>) -> Self::Result {
-        let store = self.store.clone();
+        let orders = self.orders.clone();
         guarded(NAME, async move {
             let principal: Principal = msg.principal;
-            let (orders, total) = backend_call(
+            let (found, total) = backend_call(
                 "store",
                 "list_orders",
-                store.list_orders(principal.user_id, msg.page),
+                orders.list_orders(principal.user_id, msg.page),
             )
             .await?;
-            Ok(Page::new(orders, msg.page, total))
+            Ok(Page::new(found, msg.page, total))
         })
     }
 }

@@ -45,7 +45,7 @@ pub async fn health() -> HttpResponse {
 pub async fn ready(backends: web::Data<Backends>) -> HttpResponse {
     let b = backends.get_ref();
     let (store, queue, cache, mailer) = tokio::join!(
-        check(b.store.ping()),
+        check(b.stores.health.ping()),
         check(b.queue.ping()),
         check(b.cache.ping()),
         check(b.mailer.ping()),

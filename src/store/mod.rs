@@ -87,9 +87,3 @@ impl Stores {
         }
     }
 }
-
-/// Every part of the store in one trait object (transitional: the actors narrow to the traits
-/// they use next).
-pub trait Store: Accounts + Catalogue + Orders + Idempotency + StoreHealth {}
-
-impl<T: Accounts + Catalogue + Orders + Idempotency + StoreHealth> Store for T {}

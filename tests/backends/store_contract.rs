@@ -21,8 +21,14 @@ use order_service::error::{BackendError, Shortage};
 use order_service::store::mongo::MongoStore;
 use order_service::store::sqlite::{SqliteDb, SqliteStore};
 use order_service::store::{
-    IdempotencyRecord, ReserveOutcome, RotateOutcome, Session, Store, TransitionOutcome,
+    Accounts, Catalogue, Idempotency, IdempotencyRecord, Orders, ReserveOutcome, RotateOutcome,
+    Session, StoreHealth, TransitionOutcome,
 };
+
+/// Every part of the store in one trait object, as the contract below is written.
+trait Store: Accounts + Catalogue + Orders + Idempotency + StoreHealth {}
+
+impl<T: Accounts + Catalogue + Orders + Idempotency + StoreHealth> Store for T {}
 
 use crate::support;
 
@@ -1304,7 +1310,6 @@ contract_tests! {
 /// server restart.
 mod mongo_only {
     use bson::doc;
-    use order_service::store::{Catalogue, Orders, StoreHealth};
 
     use super::*;
 
