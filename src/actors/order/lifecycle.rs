@@ -1,0 +1,130 @@
+//! Status changes: each one a conditional transition in the store, with the cache, the log and
+//! the metrics kept in step; and cancellation, the one change a customer asks for.
+
+use futures_util::future::join_all;
+use tracing::Instrument;
+
+use super::process::process_span;
+use super::OrderActor;
+use crate::domain::{Id, Order, OrderStatus};
+use crate::error::AppError;
+use crate::messages::order::{CancelOrder, ProcessOrder};
+use crate::metrics::*;
+use crate::store::TransitionOutcome;
+
+impl OrderActor {
+    /// Applies one conditional transition and keeps cache and metrics in step.
+    pub(super) async fn transition(
+        &self,
+        order_id: Id,
+        from: OrderStatus,
+        to: OrderStatus,
+        reason: Option<&str>,
+    ) -> Result<TransitionOutcome, AppError> {
+        let outcome = backend_call(
+            "store",
+            "transition_order",
+            self.orders
+                .transition_order(order_id, from, to, reason, crate::domain::now()),
+        )
+        .await?;
+        if let TransitionOutcome::Moved(order) = &outcome {
+            self.moved(order, from).await;
+        }
+        Ok(outcome)
+    }
+
+    /// The same transition for each order of `batch`, in one store call; each order as it now
+    /// is (moved or not), `None` for an unknown id.
+    pub(super) async fn transition_all(
+        &self,
+        batch: &[&ProcessOrder],
+        from: OrderStatus,
+        to: OrderStatus,
+    ) -> Result<Vec<Option<Order>>, AppError> {
+        let ids: Vec<Id> = batch.iter().map(|d| d.message.order_id).collect();
+        let outcomes = backend_call(
+            "store",
+            "transition_orders",
+            self.orders
+                .transition_orders(&ids, from, to, crate::domain::now()),
+        )
+        .await?;
+        let orders: Vec<(bool, Option<Order>)> = outcomes
+            .into_iter()
+            .map(|outcome| match outcome {
+                TransitionOutcome::Moved(order) => (true, Some(order)),
+                TransitionOutcome::Refused(order) => (false, order),
+            })
+            .collect();
+        // The cache writes of the orders that moved go out together (each a round trip on Redis).
+        join_all(
+            batch
+                .iter()
+                .zip(&orders)
+                .filter_map(|(delivery, (moved, order))| {
+                    Some((delivery, order.as_ref().filter(|_| *moved)?))
+                })
+                .map(|(delivery, order)| {
+                    self.moved(order, from).instrument(process_span(delivery))
+                }),
+        )
+        .await;
+        Ok(orders.into_iter().map(|(_, order)| order).collect())
+    }
+
+    /// Keeps the cache, the log and the metrics in step with a status change that happened.
+    pub(super) async fn moved(&self, order: &Order, from: OrderStatus) {
+        self.cache_order(order).await;
+        tracing::info!(order_id = %order.id, from = from.as_str(), to = order.status.as_str(), "order status changed");
+        match order.status {
+            OrderStatus::Completed => {
+                metrics::counter!(ORDERS_COMPLETED_TOTAL).increment(1);
+                let waited = (order.updated_at - order.created_at)
+                    .to_std()
+                    .unwrap_or_default();
+                metrics::histogram!(ORDER_COMPLETION_SECONDS).record(waited.as_secs_f64());
+            }
+            OrderStatus::Failed => metrics::counter!(ORDERS_FAILED_TOTAL).increment(1),
+            OrderStatus::Cancelled => metrics::counter!(ORDERS_CANCELLED_TOTAL).increment(1),
+            OrderStatus::Pending | OrderStatus::Processing => {}
+        }
+    }
+
+    pub(super) async fn cancel(self, msg: CancelOrder) -> Result<Order, AppError> {
+        let order = backend_call("store", "find_order", self.orders.find_order(msg.order_id))
+            .await?
+            .filter(|o| o.user_id == msg.principal.user_id || msg.principal.is_admin())
+            .ok_or(AppError::NotFound("order"))?;
+        if order.status != OrderStatus::Pending {
+            return Err(AppError::InvalidTransition {
+                current: order.status,
+                action: "cancelled",
+            });
+        }
+        let cancelled = match self
+            .transition(order.id, OrderStatus::Pending, OrderStatus::Cancelled, None)
+            .await?
+        {
+            TransitionOutcome::Moved(o) => o,
+            TransitionOutcome::Refused(now) => {
+                let current = now.map_or(order.status, |o| o.status);
+                return Err(AppError::InvalidTransition {
+                    current,
+                    action: "cancelled",
+                });
+            }
+        };
+        if self
+            .notify(&cancelled, Some(msg.request_id.clone()))
+            .await
+            .is_err()
+        {
+            // The cancellation stands; a worker will send the email from the queue.
+            if let Err(e) = self.enqueue(cancelled.id, Some(msg.request_id)).await {
+                tracing::error!(error = %e, order_id = %cancelled.id, "cancellation email could not be scheduled");
+            }
+        }
+        Ok(cancelled)
+    }
+}

@@ -1,0 +1,145 @@
+//! OrderActor: places orders (reserve stock, store, enqueue), serves order reads through the
+//! cache, cancels, and processes queue messages through the order lifecycle.
+//!
+//! Delivery is at-least-once, so processing is written to be repeatable: a message means "look
+//! at this order and do what is due". Each status change is a conditional update on the stored
+//! status (a duplicate or late message finds nothing to move), stock is returned inside the
+//! transition that fails or cancels the order, and each email is claimed once per status
+//! before it is sent.
+//!
+//! The actor's state and its handlers are here; each job has a file: `place` (reserve, store,
+//! queue; idempotency keys), `reads` (order reads through the cache), `lifecycle` (conditional
+//! transitions, cancellation), `process` (queue deliveries, giving up), `notify` (emails, once
+//! per status) and `outbox` (resending orders never confirmed on the queue).
+
+mod lifecycle;
+mod notify;
+mod outbox;
+mod place;
+mod process;
+mod reads;
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+
+use super::admission::Admission;
+use super::enqueued_marks::EnqueuedMarks;
+use super::inventory::InventoryActor;
+use super::mailer::MailerActor;
+use super::{count_restart, guarded, MAILBOX_CAPACITY};
+use crate::cache::Cache;
+use crate::domain::{Order, Page};
+use crate::error::AppError;
+use crate::messages::order::*;
+use crate::metrics::*;
+use crate::queue::batcher::SendBatcher;
+use crate::store::{Accounts, Idempotency, Orders};
+use crate::tokens::Principal;
+
+pub const NAME: &str = "order";
+
+#[derive(Clone)]
+pub struct OrderActor {
+    /// Orders, their transitions, email claims and outbox flags.
+    pub orders: Arc<dyn Orders>,
+    /// The `Idempotency-Key` records of order creation.
+    pub idempotency: Arc<dyn Idempotency>,
+    /// Read only: the customer (name, email address) an order's email goes to.
+    pub accounts: Arc<dyn Accounts>,
+    pub cache: Arc<dyn Cache>,
+    /// Queue sends go through here, so orders placed together share one batch request.
+    pub sender: SendBatcher,
+    /// Sets the outbox flag of orders whose message was sent, off the request's path.
+    pub enqueued: EnqueuedMarks,
+    pub inventory: Addr<InventoryActor>,
+    pub mailer: Addr<MailerActor>,
+    pub cache_ttl: Duration,
+    /// How long the fulfilment step takes (`ORDER_PROCESSING_TIME`).
+    pub processing_time: Duration,
+    /// Set while a reconciler pass runs, so slow passes never pile up.
+    pub outbox_busy: Arc<AtomicBool>,
+    /// Whether this instance runs the outbox reconciler (one instance per process does).
+    pub runs_outbox: bool,
+    /// Bounds the creations in flight (`MAX_ORDERS_IN_FLIGHT`); the rest are shed.
+    pub admission: Arc<Admission>,
+}
+
+impl Actor for OrderActor {
+    type Context = Context<Self>;
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
+        if self.runs_outbox {
+            self.start_outbox(ctx);
+        }
+    }
+}
+
+impl Supervised for OrderActor {
+    fn restarting(&mut self, _: &mut Context<Self>) {
+        count_restart(NAME);
+    }
+}
+
+impl Handler<CreateOrder> for OrderActor {
+    type Result = ResponseActFuture<Self, Result<PlacedOrder, AppError>>;
+    fn handle(&mut self, msg: CreateOrder, _: &mut Context<Self>) -> Self::Result {
+        let Some(permit) = self.admission.try_admit() else {
+            metrics::counter!(ORDERS_SHED_TOTAL).increment(1);
+            return Box::pin(actix::fut::ready(Err(AppError::Overloaded)));
+        };
+        let this = self.clone();
+        guarded(NAME, async move {
+            let placed = this.create(msg).await;
+            drop(permit);
+            placed
+        })
+    }
+}
+
+impl Handler<GetOrder> for OrderActor {
+    type Result = ResponseActFuture<Self, Result<Order, AppError>>;
+    fn handle(&mut self, msg: GetOrder, _: &mut Context<Self>) -> Self::Result {
+        let this = self.clone();
+        guarded(NAME, async move {
+            this.load_order(msg.order_id)
+                .await?
+                .filter(|o| o.user_id == msg.principal.user_id || msg.principal.is_admin())
+                .ok_or(AppError::NotFound("order"))
+        })
+    }
+}
+
+impl Handler<ListOrders> for OrderActor {
+    type Result = ResponseActFuture<Self, Result<Page<Order>, AppError>>;
+    fn handle(&mut self, msg: ListOrders, _: &mut Context<Self>) -> Self::Result {
+        let orders = self.orders.clone();
+        guarded(NAME, async move {
+            let principal: Principal = msg.principal;
+            let (found, total) = backend_call(
+                "store",
+                "list_orders",
+                orders.list_orders(principal.user_id, msg.page),
+            )
+            .await?;
+            Ok(Page::new(found, msg.page, total))
+        })
+    }
+}
+
+impl Handler<CancelOrder> for OrderActor {
+    type Result = ResponseActFuture<Self, Result<Order, AppError>>;
+    fn handle(&mut self, msg: CancelOrder, _: &mut Context<Self>) -> Self::Result {
+        guarded(NAME, self.clone().cancel(msg))
+    }
+}
+
+impl Handler<ProcessOrders> for OrderActor {
+    type Result = ResponseActFuture<Self, Result<Vec<Result<(), AppError>>, AppError>>;
+    fn handle(&mut self, msg: ProcessOrders, _: &mut Context<Self>) -> Self::Result {
+        let this = self.clone();
+        guarded(NAME, async move { Ok(this.process_all(&msg.0).await) })
+    }
+}
