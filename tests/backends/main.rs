@@ -7,4 +7,4 @@ mod support;
 mod cache_contract;
 mod mailer_contract;
 mod queue_contract;
-mod store_contract;
+mod store;

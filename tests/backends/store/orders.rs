@@ -1,0 +1,462 @@
+//! The `Orders` contract: orders listed newest first, conditional transitions that give a
+//! failed or cancelled order's stock back exactly once, email claims made once, batch forms
+//! that answer item by item, and the outbox's view of orders never confirmed on the queue.
+
+use chrono::TimeDelta;
+use order_service::domain::{Id, Order, OrderStatus};
+use order_service::error::BackendError;
+use order_service::store::{Stores, TransitionOutcome};
+
+use super::{cancel, moved, now, order_for, page, placed_order, product, stock};
+
+async fn orders_round_trip_and_list_newest_first(stores: Stores) {
+    let p = product(&stores, "a", 100).await;
+    let q = product(&stores, "b", 100).await;
+    let (ann, bob) = (Id::new(), Id::new());
+    let start = now();
+    let mut orders = vec![];
+    for i in 0..3 {
+        let o = order_for(ann, &[(&p, 1), (&q, 2)], start + TimeDelta::seconds(i));
+        stores.orders.insert_order(&o).await.unwrap();
+        assert_eq!(
+            stores.orders.find_order(o.id).await.unwrap(),
+            Some(o.clone())
+        );
+        orders.push(o);
+    }
+    // Placed in the same instant: the later id comes first.
+    let same = start + TimeDelta::seconds(5);
+    for _ in 0..2 {
+        let o = order_for(ann, &[(&p, 1)], same);
+        stores.orders.insert_order(&o).await.unwrap();
+        orders.push(o);
+    }
+    stores
+        .orders
+        .insert_order(&order_for(bob, &[(&p, 1)], start + TimeDelta::seconds(9)))
+        .await
+        .unwrap();
+    assert!(matches!(
+        stores.orders.insert_order(&orders[0]).await,
+        Err(BackendError::Duplicate)
+    ));
+
+    let newest_first: Vec<Id> = orders.iter().rev().map(|o| o.id).collect();
+    let (first, total) = stores.orders.list_orders(ann, page(1, 2)).await.unwrap();
+    assert_eq!(total, 5);
+    assert_eq!(
+        first.iter().map(|o| o.id).collect::<Vec<_>>(),
+        newest_first[0..2]
+    );
+    let (second, _) = stores.orders.list_orders(ann, page(2, 2)).await.unwrap();
+    assert_eq!(
+        second.iter().map(|o| o.id).collect::<Vec<_>>(),
+        newest_first[2..4]
+    );
+    let (third, total) = stores.orders.list_orders(ann, page(3, 2)).await.unwrap();
+    assert_eq!(third, vec![orders[0].clone()]);
+    assert_eq!(total, 5);
+    let (none, total) = stores
+        .orders
+        .list_orders(Id::new(), page(1, 10))
+        .await
+        .unwrap();
+    assert!(none.is_empty());
+    assert_eq!(total, 0);
+    assert!(stores.orders.find_order(Id::new()).await.unwrap().is_none());
+}
+
+async fn transitions_are_conditional(stores: Stores) {
+    let p = product(&stores, "a", 10).await;
+    let order = placed_order(&stores, &[(&p, 2)]).await;
+    assert_eq!(stock(&stores, p.id).await, 8);
+    let later = order.created_at + TimeDelta::seconds(3);
+
+    match stores
+        .orders
+        .transition_order(
+            order.id,
+            OrderStatus::Processing,
+            OrderStatus::Completed,
+            None,
+            later,
+        )
+        .await
+        .unwrap()
+    {
+        TransitionOutcome::Refused(Some(o)) => assert_eq!(o, order, "a refusal changes nothing"),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert!(matches!(
+        stores
+            .orders
+            .transition_order(
+                Id::new(),
+                OrderStatus::Pending,
+                OrderStatus::Processing,
+                None,
+                later
+            )
+            .await
+            .unwrap(),
+        TransitionOutcome::Refused(None)
+    ));
+
+    let processing = moved(
+        stores
+            .orders
+            .transition_order(
+                order.id,
+                OrderStatus::Pending,
+                OrderStatus::Processing,
+                None,
+                later,
+            )
+            .await
+            .unwrap(),
+    );
+    assert_eq!(
+        processing,
+        Order {
+            status: OrderStatus::Processing,
+            updated_at: later,
+            ..order.clone()
+        }
+    );
+    assert_eq!(
+        stores.orders.find_order(order.id).await.unwrap(),
+        Some(processing)
+    );
+    assert_eq!(
+        stock(&stores, p.id).await,
+        8,
+        "processing keeps the reservation"
+    );
+
+    let failed = moved(
+        stores
+            .orders
+            .transition_order(
+                order.id,
+                OrderStatus::Processing,
+                OrderStatus::Failed,
+                Some("card declined"),
+                later + TimeDelta::seconds(1),
+            )
+            .await
+            .unwrap(),
+    );
+    assert_eq!(
+        (failed.status, failed.failure_reason.as_deref()),
+        (OrderStatus::Failed, Some("card declined"))
+    );
+    assert_eq!(
+        failed.updated_at - failed.created_at,
+        TimeDelta::seconds(4),
+        "what the completion metric measures"
+    );
+    assert_eq!(
+        stock(&stores, p.id).await,
+        10,
+        "a failed order gives its stock back"
+    );
+    assert_eq!(
+        stores.orders.find_order(order.id).await.unwrap(),
+        Some(failed)
+    );
+
+    // A completed order keeps its stock.
+    let done = placed_order(&stores, &[(&p, 4)]).await;
+    for (from, to) in [
+        (OrderStatus::Pending, OrderStatus::Processing),
+        (OrderStatus::Processing, OrderStatus::Completed),
+    ] {
+        moved(
+            stores
+                .orders
+                .transition_order(done.id, from, to, None, later)
+                .await
+                .unwrap(),
+        );
+    }
+    assert_eq!(stock(&stores, p.id).await, 6);
+}
+
+async fn a_cancelled_order_gives_its_stock_back_once(stores: Stores) {
+    let a = product(&stores, "a", 10).await;
+    let order = placed_order(&stores, &[(&a, 4)]).await;
+    moved(cancel(&stores, order.id).await);
+    assert_eq!(stock(&stores, a.id).await, 10);
+    assert!(matches!(
+        cancel(&stores, order.id).await,
+        TransitionOutcome::Refused(Some(_))
+    ));
+    assert!(matches!(
+        stores
+            .orders
+            .transition_order(
+                order.id,
+                OrderStatus::Processing,
+                OrderStatus::Failed,
+                None,
+                now()
+            )
+            .await
+            .unwrap(),
+        TransitionOutcome::Refused(Some(_))
+    ));
+    assert_eq!(
+        stock(&stores, a.id).await,
+        10,
+        "refused transitions return nothing"
+    );
+}
+
+async fn racing_cancellations_return_stock_once(stores: Stores) {
+    let a = product(&stores, "a", 10).await;
+    let b = product(&stores, "b", 5).await;
+    let order = placed_order(&stores, &[(&a, 3), (&b, 5)]).await;
+    assert_eq!(
+        (stock(&stores, a.id).await, stock(&stores, b.id).await),
+        (7, 0)
+    );
+
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let stores = stores.clone();
+            tokio::spawn(async move { cancel(&stores, order.id).await })
+        })
+        .collect();
+    let mut moves = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            TransitionOutcome::Moved(o) => {
+                assert_eq!(o.status, OrderStatus::Cancelled);
+                moves += 1;
+            }
+            TransitionOutcome::Refused(Some(o)) => assert_eq!(o.status, OrderStatus::Cancelled),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(moves, 1);
+    assert_eq!(
+        (stock(&stores, a.id).await, stock(&stores, b.id).await),
+        (10, 5)
+    );
+}
+
+async fn notifications_are_claimed_once_until_released(stores: Stores) {
+    let id = Id::new();
+    let claim = |id, status| stores.orders.claim_notification(id, status);
+    assert!(claim(id, OrderStatus::Completed).await.unwrap());
+    assert!(!claim(id, OrderStatus::Completed).await.unwrap());
+    assert!(claim(id, OrderStatus::Processing).await.unwrap());
+    assert!(claim(Id::new(), OrderStatus::Completed).await.unwrap());
+    stores
+        .orders
+        .release_notification(id, OrderStatus::Completed)
+        .await
+        .unwrap();
+    assert!(claim(id, OrderStatus::Completed).await.unwrap());
+    assert!(!claim(id, OrderStatus::Processing).await.unwrap());
+    stores
+        .orders
+        .release_notification(Id::new(), OrderStatus::Failed)
+        .await
+        .expect("releasing an unclaimed notification is a no-op");
+}
+
+async fn concurrent_notification_claims_have_one_winner(stores: Stores) {
+    let id = Id::new();
+    let tasks: Vec<_> = (0..10)
+        .map(|_| {
+            let stores = stores.clone();
+            tokio::spawn(async move {
+                stores
+                    .orders
+                    .claim_notification(id, OrderStatus::Completed)
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    let mut winners = 0;
+    for task in tasks {
+        winners += usize::from(task.await.unwrap());
+    }
+    assert_eq!(winners, 1);
+}
+
+/// The batch forms the worker uses answer each item as the single call would, in order.
+async fn batch_transitions_answer_each_order_in_order(stores: Stores) {
+    let p = product(&stores, "a", 10).await;
+    let first = placed_order(&stores, &[(&p, 1)]).await;
+    let second = placed_order(&stores, &[(&p, 2)]).await;
+    let unknown = Id::new();
+    let later = first.created_at.max(second.created_at) + TimeDelta::seconds(1);
+    // `first` already moved on: the batch must refuse it and still move the others.
+    moved(
+        stores
+            .orders
+            .transition_order(
+                first.id,
+                OrderStatus::Pending,
+                OrderStatus::Processing,
+                None,
+                later,
+            )
+            .await
+            .unwrap(),
+    );
+    let outcomes = stores
+        .orders
+        .transition_orders(
+            &[second.id, unknown, first.id],
+            OrderStatus::Pending,
+            OrderStatus::Processing,
+            later,
+        )
+        .await
+        .unwrap();
+    assert_eq!(outcomes.len(), 3, "{outcomes:?}");
+    assert!(
+        matches!(&outcomes[0], TransitionOutcome::Moved(o) if o.id == second.id && o.status == OrderStatus::Processing),
+        "{:?}",
+        outcomes[0]
+    );
+    assert!(matches!(outcomes[1], TransitionOutcome::Refused(None)));
+    assert!(
+        matches!(&outcomes[2], TransitionOutcome::Refused(Some(o)) if o.id == first.id && o.status == OrderStatus::Processing),
+        "{:?}",
+        outcomes[2]
+    );
+    // Moves that return stock return it, once each.
+    let failed = stores
+        .orders
+        .transition_orders(
+            &[first.id, second.id],
+            OrderStatus::Processing,
+            OrderStatus::Failed,
+            later,
+        )
+        .await
+        .unwrap();
+    assert!(failed
+        .iter()
+        .all(|o| matches!(o, TransitionOutcome::Moved(o) if o.status == OrderStatus::Failed)));
+    assert_eq!(stock(&stores, p.id).await, 10);
+    assert!(stores
+        .orders
+        .transition_orders(&[], OrderStatus::Pending, OrderStatus::Processing, later)
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+async fn batch_claims_answer_each_claim_in_order(stores: Stores) {
+    let (a, b) = (Id::new(), Id::new());
+    assert!(stores
+        .orders
+        .claim_notification(a, OrderStatus::Completed)
+        .await
+        .unwrap());
+    let claimed = stores
+        .orders
+        .claim_notifications(&[
+            (a, OrderStatus::Completed),
+            (b, OrderStatus::Completed),
+            (a, OrderStatus::Failed),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(claimed, vec![false, true, true]);
+    assert!(!stores
+        .orders
+        .claim_notification(b, OrderStatus::Completed)
+        .await
+        .unwrap());
+}
+
+async fn the_outbox_lists_pending_orders_never_enqueued(stores: Stores) {
+    let p = product(&stores, "a", 10).await;
+    let old = now() - TimeDelta::minutes(5);
+    let orders: Vec<Order> = (0..4)
+        .map(|i| order_for(Id::new(), &[(&p, 1)], old + TimeDelta::seconds(i)))
+        .collect();
+    let fresh = order_for(Id::new(), &[(&p, 1)], now());
+    for o in orders.iter().chain([&fresh]) {
+        stores.orders.insert_order(o).await.unwrap();
+    }
+    let (sent, unsent_a, moved_on, unsent_b) = (&orders[0], &orders[1], &orders[2], &orders[3]);
+    stores.orders.mark_enqueued(sent.id).await.unwrap();
+    stores
+        .orders
+        .mark_enqueued(Id::new())
+        .await
+        .expect("unknown orders are ignored");
+    moved(
+        stores
+            .orders
+            .transition_order(
+                moved_on.id,
+                OrderStatus::Pending,
+                OrderStatus::Processing,
+                None,
+                now(),
+            )
+            .await
+            .unwrap(),
+    );
+
+    let cutoff = now() - TimeDelta::minutes(1);
+    let due = stores.orders.unenqueued_orders(cutoff, 10).await.unwrap();
+    assert_eq!(due, vec![unsent_a.id, unsent_b.id], "oldest first");
+    assert_eq!(
+        stores.orders.unenqueued_orders(cutoff, 1).await.unwrap(),
+        vec![unsent_a.id]
+    );
+
+    stores.orders.mark_enqueued(unsent_a.id).await.unwrap();
+    assert_eq!(
+        stores.orders.unenqueued_orders(cutoff, 10).await.unwrap(),
+        vec![unsent_b.id]
+    );
+    assert_eq!(
+        stores
+            .orders
+            .unenqueued_orders(now() + TimeDelta::minutes(1), 10)
+            .await
+            .unwrap(),
+        vec![unsent_b.id, fresh.id]
+    );
+    // Marks made together, as placed orders' marks are; unknown ids among them are ignored.
+    stores
+        .orders
+        .mark_enqueued_many(&[unsent_b.id, Id::new(), fresh.id])
+        .await
+        .unwrap();
+    stores.orders.mark_enqueued_many(&[]).await.unwrap();
+    assert!(stores
+        .orders
+        .unenqueued_orders(now() + TimeDelta::minutes(1), 10)
+        .await
+        .unwrap()
+        .is_empty());
+    // Enqueuing does not change what the client sees.
+    assert_eq!(
+        stores.orders.find_order(sent.id).await.unwrap().as_ref(),
+        Some(sent)
+    );
+}
+
+contract_tests! {
+    orders_round_trip_and_list_newest_first,
+    transitions_are_conditional,
+    a_cancelled_order_gives_its_stock_back_once,
+    racing_cancellations_return_stock_once,
+    notifications_are_claimed_once_until_released,
+    concurrent_notification_claims_have_one_winner,
+    batch_transitions_answer_each_order_in_order,
+    batch_claims_answer_each_claim_in_order,
+    the_outbox_lists_pending_orders_never_enqueued,
+}
