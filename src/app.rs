@@ -17,7 +17,7 @@ use crate::actors::mailer::MailerActor;
 use crate::actors::order::OrderActor;
 use crate::actors::sqs_poller::SqsPollerActor;
 use crate::authenticator::Authenticator;
-pub use crate::backends::{BackendKinds, Backends};
+use crate::backends::BackendKinds;
 use crate::cache::none::NoCache;
 use crate::config::Config;
 use crate::http::{self, extract::BodyLimit, ApiState};
@@ -204,9 +204,9 @@ pub async fn run(config: Config, role: Role) -> anyhow::Result<()> {
         inventory,
         orders,
         authenticator,
+        readiness: Arc::new(backends.clone()),
         trust_proxy_headers: config.trust_proxy_headers,
     });
-    let backends_data = web::Data::new(backends.clone());
     let prometheus_data = web::Data::new(prometheus);
     let body_limit = BodyLimit(config.body_limit_bytes);
     let serves_api = role.serves_api();
@@ -221,7 +221,6 @@ pub async fn run(config: Config, role: Role) -> anyhow::Result<()> {
     let server = HttpServer::new(move || {
         let app = App::new()
             .app_data(state.clone())
-            .app_data(backends_data.clone())
             .app_data(prometheus_data.clone())
             .app_data(body_limit)
             .wrap(Condition::new(

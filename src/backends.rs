@@ -4,10 +4,12 @@
 
 use std::sync::Arc;
 
+use futures_util::future::BoxFuture;
 use lettre::message::Mailbox;
 
 use crate::cache::{memory::MemoryCache, redis::RedisCache, Cache};
 use crate::config::Config;
+use crate::error::BackendError;
 use crate::mail::{file::FileMailer, ses::SesMailer, Mailer};
 use crate::queue::{sqlite::SqliteQueue, sqs::SqsQueue, Queue};
 use crate::store::mongo::MongoStore;
@@ -23,6 +25,28 @@ pub struct Backends {
     pub cache: Arc<dyn Cache>,
     pub mailer: Arc<dyn Mailer>,
     pub kinds: BackendKinds,
+}
+
+/// A cheap round trip to one backend: `Ok` when it answers.
+pub type Probe<'a> = BoxFuture<'a, Result<(), BackendError>>;
+
+/// What `/ready` needs of the backends: a round trip to each, under the name the readiness
+/// report gives it. The HTTP layer holds this, not [`Backends`], so it probes the backends
+/// without knowing how they are built or wired.
+pub trait ReadinessProbes: Send + Sync + 'static {
+    /// One probe per configured backend, not yet started (the caller runs them together).
+    fn probes(&self) -> Vec<(&'static str, Probe<'_>)>;
+}
+
+impl ReadinessProbes for Backends {
+    fn probes(&self) -> Vec<(&'static str, Probe<'_>)> {
+        vec![
+            ("database", self.stores.health.ping()),
+            ("queue", self.queue.ping()),
+            ("cache", self.cache.ping()),
+            ("mailer", self.mailer.ping()),
+        ]
+    }
 }
 
 /// The kind of each backend, as named in logs and in `build_info`'s labels.

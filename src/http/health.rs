@@ -4,11 +4,12 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use actix_web::{http::header, web, HttpResponse};
+use futures_util::future::join_all;
 use serde::Serialize;
 use serde_json::json;
 use utoipa::ToSchema;
 
-use crate::app::Backends;
+use super::ApiState;
 
 const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 /// When a client told "not ready" should ask again (`Retry-After`): backends that went away are
@@ -42,19 +43,14 @@ pub async fn health() -> HttpResponse {
             every backend's state",
             headers(("Retry-After" = u64, description = "Seconds to wait before asking again"))),
     ))]
-pub async fn ready(backends: web::Data<Backends>) -> HttpResponse {
-    let b = backends.get_ref();
-    let (store, queue, cache, mailer) = tokio::join!(
-        check(b.stores.health.ping()),
-        check(b.queue.ping()),
-        check(b.cache.ping()),
-        check(b.mailer.ping()),
-    );
-    let mut checks = BTreeMap::new();
-    checks.insert("database", store);
-    checks.insert("queue", queue);
-    checks.insert("cache", cache);
-    checks.insert("mailer", mailer);
+pub async fn ready(state: web::Data<ApiState>) -> HttpResponse {
+    // Every backend at once, so a slow one costs its own timeout, not the sum of them.
+    let probes = state.readiness.probes().into_iter();
+    let checks: BTreeMap<&'static str, String> =
+        join_all(probes.map(|(name, ping)| async move { (name, check(ping).await) }))
+            .await
+            .into_iter()
+            .collect();
     let failing: Vec<&str> = checks
         .iter()
         .filter(|(_, v)| v.as_str() != "ok")

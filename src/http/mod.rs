@@ -20,14 +20,17 @@ use utoipa_swagger_ui::SwaggerUi;
 
 use crate::actors::{auth::AuthActor, inventory::InventoryActor, order::OrderActor};
 use crate::authenticator::Authenticator;
+use crate::backends::ReadinessProbes;
 use problem::ApiError;
 
-/// What handlers reach: the actors' addresses and the token checker.
+/// What handlers reach: the actors' addresses, the token checker and the backends' probes.
 pub struct ApiState {
     pub auth: Addr<AuthActor>,
     pub inventory: Addr<InventoryActor>,
     pub orders: Addr<OrderActor>,
     pub authenticator: Arc<Authenticator>,
+    /// What `/ready` asks.
+    pub readiness: Arc<dyn ReadinessProbes>,
     pub trust_proxy_headers: bool,
 }
 
