@@ -1,13 +1,16 @@
 //! The system of record, cut along the domain's aggregates: one narrow trait each, so an actor
 //! holds only the part of the store it works on, and a new query has one obvious home.
 //!
-//! | trait | what it keeps | who uses it |
-//! |---|---|---|
-//! | [`Accounts`] (`accounts.rs`) | users and their sessions (refresh-token families) | `AuthActor`, the `Authenticator`; `OrderActor` reads the customer an email goes to |
-//! | [`Catalogue`] (`catalogue.rs`) | products and their stock: reservation and release | `InventoryActor` |
-//! | [`Orders`] (`orders.rs`) | orders and their status transitions, email claims, the outbox flags | `OrderActor`, `EnqueuedMarks` |
-//! | [`Idempotency`] (`idempotency.rs`) | stored answers to `Idempotency-Key` requests | `OrderActor` |
-//! | [`StoreHealth`] (here) | a round trip for `/ready`, and whether the database is empty | readiness, seeding at start |
+//! - [`Accounts`] (`accounts.rs`): users and their sessions (refresh-token families). Used by
+//!   `AuthActor` and the `Authenticator`; `OrderActor` reads the customer an email goes to.
+//! - [`Catalogue`] (`catalogue.rs`): products and their stock, reserved and released. Used by
+//!   `InventoryActor`.
+//! - [`Orders`] (`orders.rs`): orders, their status transitions, email claims and outbox
+//!   flags. Used by `OrderActor` and `EnqueuedMarks`.
+//! - [`Idempotency`] (`idempotency.rs`): stored answers to `Idempotency-Key` requests. Used by
+//!   `OrderActor`.
+//! - [`StoreHealth`] (here): a round trip for `/ready`, and whether the database is empty
+//!   (seeding at start).
 //!
 //! Why this cut: each trait is what one consistency rule needs in one place. Stock is reserved
 //! all or none within the catalogue. An order's status moves by conditional updates, and the

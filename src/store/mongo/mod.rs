@@ -31,9 +31,15 @@
 //! FerretDB 1.x (used by the tests and fine for development) applies `findAndModify` and
 //! `update` as a read followed by a blind write of the whole document (FerretDB issue #3040):
 //! two concurrent updates of one document can both pass their filter, and the last write wins
-//! whole. Against it the store sends one write at a time per process (reads stay concurrent),
-//! which keeps a single process correct; several processes sharing a FerretDB 1.x are not, and
-//! the store says so at connect. On MongoDB every write goes straight through.
+//! whole. Against it the store sends one write at a time among all the processes sharing the
+//! database, through a lock document (`write_lock`), and says so at connect; reads stay
+//! concurrent. On MongoDB every write goes straight through.
+//!
+//! Layout: one file per trait of `crate::store` (`accounts`, `catalogue`, `orders`,
+//! `idempotency`), each holding that aggregate's queries; beside them what they share: the
+//! stored documents and their conversions (`documents`), error mapping and credential
+//! redaction (`errors`), index creation (`indexes`) and the FerretDB write lock
+//! (`write_lock`). This file connects and holds the collections.
 
 mod accounts;
 mod catalogue;

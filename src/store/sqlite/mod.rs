@@ -25,6 +25,11 @@
 //!
 //! No table has a foreign key: the MongoDB store can not enforce them and both stores must pass
 //! the same contract tests, so neither may refuse what the other accepts.
+//!
+//! Layout: one file per trait of `crate::store` (`accounts`, `catalogue`, `orders`,
+//! `idempotency`), each holding that aggregate's queries, column lists and row readers; beside
+//! them what they share: the connections and error mapping (`db`), the writer's group commit
+//! (`group_commit`), the schema and its migrations (`schema`) and column conversions (`rows`).
 
 mod accounts;
 mod catalogue;
