@@ -13,6 +13,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use serial_test::serial;
 
 const SERVICE: &str = env!("CARGO_BIN_EXE_order-service");
 const LOADGEN: &str = env!("CARGO_BIN_EXE_loadgen");
@@ -238,6 +239,7 @@ fn endpoint<'a>(report: &'a Value, name: &str) -> &'a Value {
 }
 
 #[test]
+#[serial(heavy)]
 fn mixed_closed_model_run_completes_every_order() {
     let service = Service::start();
     let report = service.loadgen(&[
@@ -281,6 +283,7 @@ fn mixed_closed_model_run_completes_every_order() {
 }
 
 #[test]
+#[serial(heavy)]
 fn open_model_sends_one_iteration_per_arrival() {
     let service = Service::start();
     let report = service.loadgen(&[
@@ -302,6 +305,7 @@ fn open_model_sends_one_iteration_per_arrival() {
 }
 
 #[test]
+#[serial(heavy)]
 fn login_and_cached_order_scenarios_run_clean() {
     let service = Service::start();
     for scenario in ["login", "cached-order"] {
@@ -320,6 +324,7 @@ fn login_and_cached_order_scenarios_run_clean() {
 }
 
 #[test]
+#[serial(heavy)]
 fn connections_mode_holds_every_connection_open() {
     let service = Service::start();
     let report = service.loadgen(&[
@@ -339,6 +344,7 @@ fn connections_mode_holds_every_connection_open() {
 }
 
 #[test]
+#[serial(heavy)]
 fn sigterm_ends_a_run_early_with_a_report() {
     let service = Service::start();
     let running = service.start_loadgen(&[

@@ -5,12 +5,12 @@
 //! Tokens are forged by hand (base64url + HMAC built on the crate's own `sha2`), independently of
 //! the service's JWT library, so a misconfigured validation can not agree with itself.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use common::*;
+use crate::harness::*;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
 use reqwest::Method;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256, Sha512};
@@ -60,14 +60,16 @@ enum Alg {
 fn jwt(header: &Value, claims: &Value, alg: Alg, key: &str) -> String {
     let signing_input = format!(
         "{}.{}",
-        base64url_encode(header.to_string().as_bytes()),
-        base64url_encode(claims.to_string().as_bytes())
+        URL_SAFE_NO_PAD.encode(header.to_string().as_bytes()),
+        URL_SAFE_NO_PAD.encode(claims.to_string().as_bytes())
     );
     let signature = match alg {
         Alg::Unsigned => String::new(),
-        Alg::Hs256 => base64url_encode(&hmac(key.as_bytes(), signing_input.as_bytes(), 64, sha256)),
+        Alg::Hs256 => {
+            URL_SAFE_NO_PAD.encode(hmac(key.as_bytes(), signing_input.as_bytes(), 64, sha256))
+        }
         Alg::Hs512 => {
-            base64url_encode(&hmac(key.as_bytes(), signing_input.as_bytes(), 128, sha512))
+            URL_SAFE_NO_PAD.encode(hmac(key.as_bytes(), signing_input.as_bytes(), 128, sha512))
         }
     };
     format!("{signing_input}.{signature}")
@@ -75,7 +77,7 @@ fn jwt(header: &Value, claims: &Value, alg: Alg, key: &str) -> String {
 
 fn claims_of(token: &str) -> Value {
     let payload = token.split('.').nth(1).expect("a JWT has a payload");
-    serde_json::from_slice(&base64_decode(payload, true).expect("base64url payload"))
+    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).expect("base64url payload"))
         .expect("JSON claims")
 }
 

@@ -29,6 +29,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use reqwest::Method;
 use serde_json::{json, Value};
+use serial_test::serial;
 
 const BIN: &str = env!("CARGO_BIN_EXE_order-service");
 const REPO: &str = env!("CARGO_MANIFEST_DIR");
@@ -75,6 +76,7 @@ const SEED_USER: (&str, &str) = ("user@example.com", "user123");
 const SEED_ADMIN: (&str, &str) = ("admin@example.com", "admin123");
 
 #[tokio::test]
+#[serial(heavy)]
 async fn dashboards_and_alerts_work_against_a_real_prometheus() {
     let Some(tools) = PrometheusTools::find() else {
         return;

@@ -9,12 +9,10 @@
 //! own FerretDB, redis-server and moto, which they kill and restart, and skip (or fail under
 //! `REQUIRE_BACKENDS=1`) when those are not installed.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use common::*;
+use crate::harness::*;
 use order_service::queue::sqlite::SqliteQueue;
 use order_service::queue::Queue;
 use order_service::store::sqlite::SqliteDb;
