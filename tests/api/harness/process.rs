@@ -67,6 +67,27 @@ impl ServerEnv {
         }
     }
 
+    /// A fresh environment on the embedded backends whatever `TEST_BACKENDS` says, with these
+    /// variables: for the tests that choose their backends themselves.
+    pub fn embedded(extra: &[(&str, &str)]) -> Self {
+        ServerEnv {
+            data_dir: fresh_data_dir(),
+            jwt_secret: random_string(48),
+            jwt_refresh_secret: random_string(48),
+            real: None,
+            extra: Vec::new(),
+        }
+        .with_vars(extra)
+    }
+
+    /// The same environment (data dir, secrets, backends) with more variables, e.g. for a second
+    /// process on the same data.
+    pub fn with_vars(mut self, extra: &[(&str, &str)]) -> Self {
+        self.extra
+            .extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        self
+    }
+
     pub(super) fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(BIN);
         cmd.args(args)
