@@ -56,10 +56,11 @@ impl TestServer {
     }
 
     pub async fn start(env: ServerEnv, mode: &'static str) -> TestServer {
-        blocking(move || Self::start_blocking(env, mode)).await
+        blocking(move || Self::launch(env, mode)).await
     }
 
-    fn start_blocking(env: ServerEnv, mode: &'static str) -> TestServer {
+    /// `start` for tests that are not async: blocks until the server listens.
+    pub fn launch(env: ServerEnv, mode: &'static str) -> TestServer {
         let mut child = env.command(&[mode]).spawn().expect("spawn order-service");
         let output: Output = Arc::new(Mutex::new(String::new()));
         let (tx, rx) = mpsc::channel();
