@@ -50,10 +50,7 @@ impl RealBackends {
                 .enable_all()
                 .build()
                 .unwrap();
-            let (queue_url, _dlq) = runtime.block_on(async {
-                moto.verify_sender(SES_SENDER).await;
-                moto.create_queue("orders", MAX_RECEIVES).await
-            });
+            let queue_url = runtime.block_on(Self::prepare_moto(&moto));
             RealBackends {
                 ferretdb,
                 redis,
@@ -64,6 +61,31 @@ impl RealBackends {
         })
         .join()
         .expect("start the real backends")
+    }
+
+    /// `start` when all three servers are installed; otherwise `None` after printing `SKIPPED`
+    /// (or a panic under `REQUIRE_BACKENDS=1`), for tests that need them whatever the pass.
+    pub fn start_if_installed() -> Option<RealBackends> {
+        let hint = "see scripts/test";
+        let installed = [
+            support::find_binary("FERRETDB_BIN", "ferretdb", hint),
+            support::find_binary("REDIS_SERVER_BIN", "redis-server", hint),
+            support::find_binary("MOTO_SERVER_BIN", "moto_server", hint),
+        ]
+        .iter()
+        .all(Option::is_some);
+        if !installed {
+            eprintln!("SKIPPED: this test needs FerretDB, redis-server and moto");
+            return None;
+        }
+        Some(Self::start())
+    }
+
+    /// Creates the queue (with its dead-letter queue) and verifies the sender; again after a
+    /// restart of moto, which keeps its state in memory only. Returns the queue's URL.
+    pub async fn prepare_moto(moto: &support::moto::Moto) -> String {
+        moto.verify_sender(SES_SENDER).await;
+        moto.create_queue("orders", MAX_RECEIVES).await.0
     }
 
     /// The service's environment for these servers, with the `.env` names of the old service.

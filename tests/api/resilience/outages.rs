@@ -4,89 +4,20 @@
 
 use super::*;
 
-/// FerretDB, redis-server and moto of one test, owned so the test can kill and restart them.
-struct Real {
-    ferretdb: support::ferretdb::FerretDb,
-    redis: support::redis::RedisServer,
-    moto: support::moto::Moto,
-    database: String,
-    queue_url: String,
-}
-
-impl Real {
-    /// Starts the servers, or returns `None` after printing `SKIPPED` when one is not installed
-    /// (panics instead under `REQUIRE_BACKENDS=1`).
-    async fn start() -> Option<Real> {
-        let installed = blocking(|| {
-            let hint = "see scripts/test";
-            [
-                support::find_binary("FERRETDB_BIN", "ferretdb", hint),
-                support::find_binary("REDIS_SERVER_BIN", "redis-server", hint),
-                support::find_binary("MOTO_SERVER_BIN", "moto_server", hint),
-            ]
-            .iter()
-            .all(Option::is_some)
-        })
-        .await;
-        if !installed {
-            eprintln!("SKIPPED: this test needs FerretDB, redis-server and moto");
-            return None;
-        }
-        let (ferretdb, redis, moto) = blocking(|| {
-            (
-                support::ferretdb::start().expect("start FerretDB"),
-                support::redis::start().expect("start redis-server"),
-                support::moto::start().expect("start moto"),
-            )
-        })
-        .await;
-        let queue_url = Self::prepare_moto(&moto).await;
-        Some(Real {
-            ferretdb,
-            redis,
-            moto,
-            database: unique("orders"),
-            queue_url,
-        })
-    }
-
-    /// Creates the queue and verifies the sender (moto's state is in memory only).
-    async fn prepare_moto(moto: &support::moto::Moto) -> String {
-        moto.verify_sender(SES_SENDER).await;
-        moto.create_queue("orders", MAX_RECEIVES).await.0
-    }
-
-    fn env(&self) -> ServerEnv {
-        let mut env = ServerEnv::embedded(&[]);
-        env.extra = vec![
-            ("MONGODB_URI".into(), self.ferretdb.uri(&self.database)),
-            ("REDIS_HOST".into(), self.redis.host().into()),
-            ("REDIS_PORT".into(), self.redis.port().to_string()),
-            ("AWS_SQS_QUEUE_URL".into(), self.queue_url.clone()),
-            ("AWS_SES_SENDER_EMAIL".into(), SES_SENDER.into()),
-            ("QUEUE_MAX_RECEIVES".into(), MAX_RECEIVES.to_string()),
-        ];
-        env.extra.extend(self.moto.env());
-        env
-    }
-
-    /// Emails moto's SES accepted for this order's completion.
-    async fn completion_emails(&self, order_id: &str) -> usize {
-        self.moto
-            .sent_emails()
-            .await
-            .iter()
-            .filter(|e| e.subject.contains(order_id) && e.subject.contains("is complete"))
-            .count()
-    }
+/// A server environment on `real`, whose servers the test owns (to kill and restart them), so
+/// it is not the harness's: `real` stays `None` and the servers are named in the variables.
+fn env_on(real: &RealBackends) -> ServerEnv {
+    let mut env = ServerEnv::embedded(&[]);
+    env.extra = real.env();
+    env
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_order_placed_while_the_queue_is_down_is_sent_later_by_the_outbox() {
-    let Some(mut real) = Real::start().await else {
+    let Some(mut real) = blocking(RealBackends::start_if_installed).await else {
         return;
     };
-    let srv = TestServer::start(real.env(), "serve").await;
+    let srv = TestServer::start(env_on(&real), "serve").await;
     let admin = srv.login_admin().await;
     let pid = str_of(&srv.create_product(&admin, &unique("Outbox"), 100, 10).await["id"]);
     let user = srv.new_user().await;
@@ -97,7 +28,7 @@ async fn an_order_placed_while_the_queue_is_down_is_sent_later_by_the_outbox() {
     assert_eq!(srv.product_stock(&pid).await, 8);
 
     tokio::task::block_in_place(|| real.moto.restart());
-    let url = Real::prepare_moto(&real.moto).await;
+    let url = RealBackends::prepare_moto(&real.moto).await;
     assert_eq!(url, real.queue_url, "the queue came back at the same URL");
 
     // The message was never sent; the outbox reconciler (every 5 s, for orders older than
@@ -105,7 +36,7 @@ async fn an_order_placed_while_the_queue_is_down_is_sent_later_by_the_outbox() {
     srv.poll_order_status_within(&user, &id, "completed", Duration::from_secs(60))
         .await;
     let emails = poll_until(ORDER_DEADLINE, "the completion email", || async {
-        match real.completion_emails(&id).await {
+        match sent_emails_for(&real, &id, "completed").await.len() {
             0 => Err("none yet".to_string()),
             n => Ok(n),
         }
@@ -122,10 +53,10 @@ async fn an_order_placed_while_the_queue_is_down_is_sent_later_by_the_outbox() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_service_rides_out_cache_and_database_outages() {
-    let Some(mut real) = Real::start().await else {
+    let Some(mut real) = blocking(RealBackends::start_if_installed).await else {
         return;
     };
-    let srv = TestServer::start(real.env(), "serve").await;
+    let srv = TestServer::start(env_on(&real), "serve").await;
     let admin = srv.login_admin().await;
     let pid = str_of(&srv.create_product(&admin, &unique("Outage"), 100, 50).await["id"]);
     let user = srv.new_user().await;
