@@ -1,4 +1,4 @@
-"""Schemathesis hooks for `tests/fuzz.rs`: only what the OpenAPI document can not say.
+"""Schemathesis hooks for `tests/api/fuzz.rs`: only what the OpenAPI document can not say.
 
 Lines of an order that name the same product are merged, and the merged quantity is bounded
 like one line's (1 to 1000). JSON Schema can not state a bound on a sum across array items, so

@@ -12,13 +12,12 @@
 //! `SCHEMATHESIS_SEED` replays a run (every run prints its seed); without it each run draws its
 //! own, and must pass whatever it draws.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::harness::*;
+use serial_test::serial;
 
 /// Test cases per operation and run: enough to find shallow bugs, small enough for CI (each run
 /// takes well under a minute against a debug build).
@@ -111,6 +110,7 @@ fn schemathesis_binary() -> Option<PathBuf> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[serial(heavy)]
 async fn schemathesis_finds_no_server_errors_or_contract_violations() {
     let Some(st) = blocking(schemathesis_binary).await else {
         return;

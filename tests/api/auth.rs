@@ -1,8 +1,8 @@
 //! Registration, login, token refresh and rotation, logout and bearer authentication.
 
-mod common;
-
-use common::*;
+use crate::harness::*;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
 use serde_json::{json, Value};
 
 #[tokio::test]
@@ -305,18 +305,24 @@ fn assert_bearer_challenge(r: &Resp) {
 fn jwt_claims(token: &str) -> Value {
     let parts: Vec<&str> = token.split('.').collect();
     assert_eq!(parts.len(), 3, "access token is not a JWT: {token}");
-    serde_json::from_slice(&base64_decode(parts[1], true).expect("JWT payload base64url"))
-        .expect("JWT payload JSON")
+    serde_json::from_slice(
+        &URL_SAFE_NO_PAD
+            .decode(parts[1])
+            .expect("JWT payload base64url"),
+    )
+    .expect("JWT payload JSON")
 }
 
 /// Re-encodes a JWT with a modified payload but the original signature.
 fn tamper(token: &str, edit: impl FnOnce(&mut Value)) -> String {
     let parts: Vec<&str> = token.split('.').collect();
     assert_eq!(parts.len(), 3, "access token is not a JWT: {token}");
-    let payload = base64_decode(parts[1], true).expect("JWT payload base64url");
+    let payload = URL_SAFE_NO_PAD
+        .decode(parts[1])
+        .expect("JWT payload base64url");
     let mut claims: Value = serde_json::from_slice(&payload).expect("JWT payload JSON");
     edit(&mut claims);
-    let payload = base64url_encode(serde_json::to_string(&claims).unwrap().as_bytes());
+    let payload = URL_SAFE_NO_PAD.encode(serde_json::to_string(&claims).unwrap().as_bytes());
     format!("{}.{}.{}", parts[0], payload, parts[2])
 }
 

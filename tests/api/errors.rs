@@ -1,8 +1,6 @@
 //! Client mistakes: every one is a 4xx `application/problem+json`, never a 5xx.
 
-mod common;
-
-use common::*;
+use crate::harness::*;
 use reqwest::Method;
 use serde_json::{json, Value};
 

@@ -1,10 +1,8 @@
 //! The public catalogue and its admin-only maintenance.
 
-mod common;
-
 use std::collections::BTreeSet;
 
-use common::*;
+use crate::harness::*;
 use reqwest::Method;
 use serde_json::{json, Value};
 

@@ -1,8 +1,6 @@
 //! Operability: health, readiness, API docs, metrics, request ids and seeding.
 
-mod common;
-
-use common::*;
+use crate::harness::*;
 use reqwest::Method;
 use serde_json::json;
 

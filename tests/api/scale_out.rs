@@ -4,13 +4,12 @@
 //! accepted order must be completed exactly once, each customer must get exactly one email per
 //! order, and the stock must add up to what was there minus what was sold.
 
-mod common;
-
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::*;
+use crate::harness::*;
+use serial_test::serial;
 
 const CUSTOMERS: usize = 10;
 const ORDERS_PER_CUSTOMER: usize = 20;
@@ -29,6 +28,7 @@ fn counter_total(metrics: &str, name: &str) -> f64 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[serial(heavy)]
 async fn two_apis_and_two_workers_complete_every_order_exactly_once() {
     if !support::backends_required()
         && (support::find_binary("FERRETDB_BIN", "ferretdb", "see scripts/test").is_none()

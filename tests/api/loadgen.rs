@@ -5,101 +5,31 @@
 //! Nothing here asserts speed: a shared CI machine makes timings noise. Speed is `bench/run`'s
 //! job, recorded in BENCHMARKS.md.
 
-use std::io::{BufRead, BufReader, Read};
-use std::path::PathBuf;
+use std::io::Read;
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use serial_test::serial;
 
-const SERVICE: &str = env!("CARGO_BIN_EXE_order-service");
+use crate::harness::{ServerEnv, TestServer};
+
 const LOADGEN: &str = env!("CARGO_BIN_EXE_loadgen");
-const READY_PREFIX: &str = "order-service listening on http://127.0.0.1:";
-const STARTUP_DEADLINE: Duration = Duration::from_secs(30);
 /// Far above what the short runs below need (a few seconds plus set-up and drain): only there
 /// so a hung generator fails the test instead of hanging it.
 const LOADGEN_DEADLINE: Duration = Duration::from_secs(180);
 
-/// Variables that would point the service at real backends or change its defaults.
-const INHERITED_VARS_REMOVED: [&str; 12] = [
-    "MONGODB_URI",
-    "REDIS_HOST",
-    "AWS_SQS_QUEUE_URL",
-    "AWS_SES_SENDER_EMAIL",
-    "MAIL_DIR",
-    "APP_ENV",
-    "LOG_FORMAT",
-    "QUEUE_WAIT_TIME",
-    "QUEUE_VISIBILITY_TIMEOUT",
-    "WORKER_CONCURRENCY",
-    "BODY_LIMIT_BYTES",
-    "SHUTDOWN_TIMEOUT",
-];
-
-fn random_hex(bytes: usize) -> String {
-    (0..bytes)
-        .map(|_| format!("{:02x}", rand::random::<u8>()))
-        .collect()
-}
-
-/// The real service, killed (and its data directory removed) on drop.
+/// The real service (`serve` on the embedded backends) for loadgen to drive.
 struct Service {
-    child: Child,
-    url: String,
-    data_dir: PathBuf,
+    server: TestServer,
 }
 
 impl Service {
     fn start() -> Service {
-        let data_dir = std::env::temp_dir().join(format!("loadgen-test-{}", random_hex(8)));
-        std::fs::create_dir_all(&data_dir).expect("create data dir");
-        let mut cmd = Command::new(SERVICE);
-        cmd.arg("serve")
-            .env("PORT", "0")
-            .env("HOST", "127.0.0.1")
-            .env("NODE_ENV", "development")
-            .env("DATA_DIR", &data_dir)
-            .env("JWT_SECRET", random_hex(32))
-            .env("JWT_REFRESH_SECRET", random_hex(32))
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        for var in INHERITED_VARS_REMOVED {
-            cmd.env_remove(var);
-        }
-        let mut child = cmd.spawn().expect("start order-service");
-
-        // stdout is read on a thread for the whole life of the service, so a full pipe can
-        // never block it; the first line we want is handed over through the channel.
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, rx) = mpsc::channel();
-        thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(port) = line.strip_prefix(READY_PREFIX) {
-                    let _ = tx.send(port.trim().to_string());
-                }
-            }
-        });
-        let mut stderr = child.stderr.take().expect("piped stderr");
-        thread::spawn(move || {
-            let mut sink = Vec::new();
-            let _ = stderr.read_to_end(&mut sink);
-        });
-
-        let port = match rx.recv_timeout(STARTUP_DEADLINE) {
-            Ok(port) => port,
-            Err(_) => {
-                let _ = child.kill();
-                panic!("order-service did not report its port within {STARTUP_DEADLINE:?}");
-            }
-        };
+        let env = ServerEnv::embedded(&[("RUST_LOG", "warn")]);
         Service {
-            child,
-            url: format!("http://127.0.0.1:{port}"),
-            data_dir,
+            server: TestServer::launch(env, "serve"),
         }
     }
 
@@ -111,7 +41,7 @@ impl Service {
     /// Starts `loadgen` against this service with `args`, with `--json` and no progress line.
     fn start_loadgen(&self, args: &[&str]) -> Loadgen {
         let mut child = Command::new(LOADGEN)
-            .args(["--url", &self.url, "--json", "--quiet"])
+            .args(["--url", &self.server.base, "--json", "--quiet"])
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -139,7 +69,7 @@ impl Service {
     }
 
     fn pid(&self) -> String {
-        self.child.id().to_string()
+        self.server.pid().to_string()
     }
 }
 
@@ -175,14 +105,6 @@ impl Loadgen {
             self.args
         );
         serde_json::from_str(&out).unwrap_or_else(|e| panic!("not JSON ({e}):\n{out}\n{err}"))
-    }
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.data_dir);
     }
 }
 
@@ -238,6 +160,7 @@ fn endpoint<'a>(report: &'a Value, name: &str) -> &'a Value {
 }
 
 #[test]
+#[serial(heavy)]
 fn mixed_closed_model_run_completes_every_order() {
     let service = Service::start();
     let report = service.loadgen(&[
@@ -281,6 +204,7 @@ fn mixed_closed_model_run_completes_every_order() {
 }
 
 #[test]
+#[serial(heavy)]
 fn open_model_sends_one_iteration_per_arrival() {
     let service = Service::start();
     let report = service.loadgen(&[
@@ -302,6 +226,7 @@ fn open_model_sends_one_iteration_per_arrival() {
 }
 
 #[test]
+#[serial(heavy)]
 fn login_and_cached_order_scenarios_run_clean() {
     let service = Service::start();
     for scenario in ["login", "cached-order"] {
@@ -320,6 +245,7 @@ fn login_and_cached_order_scenarios_run_clean() {
 }
 
 #[test]
+#[serial(heavy)]
 fn connections_mode_holds_every_connection_open() {
     let service = Service::start();
     let report = service.loadgen(&[
@@ -339,6 +265,7 @@ fn connections_mode_holds_every_connection_open() {
 }
 
 #[test]
+#[serial(heavy)]
 fn sigterm_ends_a_run_early_with_a_report() {
     let service = Service::start();
     let running = service.start_loadgen(&[

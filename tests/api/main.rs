@@ -1,0 +1,26 @@
+//! The black-box suites, in one test binary: every test drives the real `order-service` binary
+//! (and `loadgen`) over HTTP on a random port with its own data, through `harness`.
+//!
+//! One binary instead of one per suite, because each test binary links the whole crate: twelve
+//! links after every change to `src/` were most of a warm `cargo test`. A suite is a module, so
+//! it is selected by its path: `cargo test --test api -- orders::` runs one, and `scripts/test`
+//! runs `auth:: products:: orders:: errors:: ops:: security::` again on the real backends.
+//! (The filters match anywhere in a test's path: no module below may be named after a suite.)
+//!
+//! Tests run in parallel threads of this one process. What must not share the machine with
+//! another of its kind (load generation, scale-out, fuzzing, Prometheus) is marked
+//! `#[serial(heavy)]`, so at most one of them runs at a time, next to light tests.
+
+mod harness;
+
+mod auth;
+mod errors;
+mod fuzz;
+mod loadgen;
+mod observability;
+mod ops;
+mod orders;
+mod products;
+mod resilience;
+mod scale_out;
+mod security;

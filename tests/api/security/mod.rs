@@ -1,0 +1,9 @@
+//! Abuse tests: hostile clients get nowhere. Stolen or forged tokens, password guessing, other
+//! people's orders, oversized or malicious input and cross-origin pages are all refused, and the
+//! refusals themselves reveal nothing (which accounts exist, which orders exist).
+
+mod headers;
+mod hostile_input;
+mod lockout;
+mod ownership;
+mod tokens;
