@@ -1,14 +1,27 @@
-//! What the SQS queue and the SES mailer share: loading the AWS configuration from the SDK's
-//! standard sources, credentials for local emulators, and the mapping of SDK errors.
+//! What the SQS queue and the SES mailer share: the HTTPS client of every AWS call, loading the
+//! AWS configuration from the SDK's standard sources, credentials for local emulators, and the
+//! mapping of SDK errors.
 
 use aws_config::meta::region::RegionProviderChain;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
-use aws_sdk_sqs::config::Credentials;
+use aws_sdk_sqs::config::{Credentials, SharedHttpClient};
 use aws_sdk_sqs::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider};
 
 use crate::config::AwsConfig;
 use crate::error::BackendError;
+
+/// The HTTP client of every AWS SDK client we build: the SDK's own hyper client, with rustls on
+/// `ring` rather than the SDK's default `aws-lc` (the same TLS 1.2/1.3 suites AWS endpoints
+/// speak; `aws-lc` only adds a post-quantum key exchange, and costs minutes of C build). Roots
+/// are the platform's, read by `rustls-native-certs` (which honours `SSL_CERT_FILE`). Plain
+/// `http://` endpoints (emulators) go through the same client.
+pub fn https_client() -> SharedHttpClient {
+    aws_smithy_http_client::Builder::new()
+        .tls_provider(Provider::Rustls(CryptoMode::Ring))
+        .build_https()
+}
 
 /// Loads the shared AWS configuration from the standard sources. `aws.region` wins over the
 /// environment's region (they are the same variable today, but `Config` may get it elsewhere);
@@ -20,6 +33,7 @@ pub async fn load_sdk_config(aws: &AwsConfig, timeouts: TimeoutConfig) -> SdkCon
         .or_default_provider()
         .or_else(Region::from_static("us-east-1"));
     aws_config::defaults(BehaviorVersion::latest())
+        .http_client(https_client())
         .region(region)
         .timeout_config(timeouts)
         .load()

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::domain::Email;
+use crate::duration::parse_duration;
 
 /// A value that must never reach logs, errors or responses.
 #[derive(Clone, PartialEq, Eq)]
@@ -223,11 +224,12 @@ impl Config {
             ),
             wait_time: r.duration("QUEUE_WAIT_TIME", Duration::from_secs(20)),
             worker_concurrency: r.parse("WORKER_CONCURRENCY", 50usize, "a whole number from 1"),
-            processing_time: match r.get("ORDER_PROCESSING_TIME").as_deref() {
-                None | Some("0") => Duration::ZERO,
-                Some(v) => parse_duration(v).unwrap_or_else(|| {
+            // The one duration that may be zero (the default: fulfilment takes no time).
+            processing_time: match r.get("ORDER_PROCESSING_TIME") {
+                None => Duration::ZERO,
+                Some(v) => parse_duration(&v).unwrap_or_else(|reason| {
                     r.errors.push(format!(
-                        "ORDER_PROCESSING_TIME: expected a duration like 500ms or 2s, got {v:?}"
+                        "ORDER_PROCESSING_TIME: expected a duration like 500ms or 2s, got {v:?} ({reason})"
                     ));
                     Duration::ZERO
                 }),
@@ -359,16 +361,20 @@ impl Reader<'_> {
         }
     }
 
+    /// A duration that must not be zero: no expiry, timeout or window here may be instant.
     fn duration(&mut self, key: &str, default: Duration) -> Duration {
-        match self.get(key) {
-            None => default,
-            Some(v) => parse_duration(&v).unwrap_or_else(|| {
-                self.errors.push(format!(
-                    "{key}: expected a duration like 30s, 15m, 1h or 7d (a bare number is seconds), got {v:?}"
-                ));
-                default
-            }),
-        }
+        let Some(v) = self.get(key) else {
+            return default;
+        };
+        let reason = match parse_duration(&v) {
+            Ok(d) if d.is_zero() => "it must be more than zero".to_string(),
+            Ok(d) => return d,
+            Err(reason) => reason,
+        };
+        self.errors.push(format!(
+            "{key}: expected a duration like 30s, 15m, 1h or 7d (a bare number is seconds), got {v:?} ({reason})"
+        ));
+        default
     }
 
     fn secret(&mut self, key: &str, env: Environment, dev_default: &str) -> Option<Secret> {
@@ -395,25 +401,6 @@ impl Reader<'_> {
             (Some(v), _) => Some(Secret::new(v)),
         }
     }
-}
-
-/// `30s`, `15m`, `1h`, `7d`, `2w`, or a bare number of seconds (as `jsonwebtoken` in Node reads
-/// a number). Zero is refused: no expiry or timeout here may be instant.
-pub fn parse_duration(s: &str) -> Option<Duration> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num.parse().ok()?;
-    let secs = match unit.trim() {
-        "" | "s" | "sec" | "secs" => n,
-        "ms" => return (n > 0).then(|| Duration::from_millis(n)),
-        "m" | "min" | "mins" => n.checked_mul(60)?,
-        "h" | "hr" | "hrs" => n.checked_mul(3600)?,
-        "d" | "day" | "days" => n.checked_mul(86_400)?,
-        "w" => n.checked_mul(7 * 86_400)?,
-        _ => return None,
-    };
-    (secs > 0).then(|| Duration::from_secs(secs))
 }
 
 #[cfg(test)]
@@ -488,13 +475,35 @@ mod tests {
     }
 
     #[test]
-    fn durations() {
-        assert_eq!(parse_duration("1h"), Some(Duration::from_secs(3600)));
-        assert_eq!(parse_duration("7d"), Some(Duration::from_secs(604_800)));
-        assert_eq!(parse_duration("900"), Some(Duration::from_secs(900)));
-        assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
-        assert_eq!(parse_duration("0"), None);
-        assert_eq!(parse_duration("1y"), None);
-        assert_eq!(parse_duration(""), None);
+    fn durations_are_read_as_written_and_zero_is_refused() {
+        let c = config(&[
+            ("JWT_EXPIRATION", "15m"),
+            ("JWT_REFRESH_EXPIRATION", "900"),
+            ("LOGIN_FAILURE_WINDOW", "1h 30m"),
+            ("ORDER_PROCESSING_TIME", "250ms"),
+        ])
+        .unwrap();
+        assert_eq!(c.jwt.access_ttl, Duration::from_secs(900));
+        assert_eq!(c.jwt.refresh_ttl, Duration::from_secs(900));
+        assert_eq!(c.login_limits.failure_window, Duration::from_secs(5400));
+        assert_eq!(c.queue.processing_time, Duration::from_millis(250));
+
+        let zero_processing = config(&[("ORDER_PROCESSING_TIME", "0")]).unwrap();
+        assert_eq!(zero_processing.queue.processing_time, Duration::ZERO);
+
+        let err = config(&[
+            ("SHUTDOWN_TIMEOUT", "0s"),
+            ("QUEUE_WAIT_TIME", "1 fortnight"),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("SHUTDOWN_TIMEOUT") && err.contains("more than zero"),
+            "{err}"
+        );
+        assert!(
+            err.contains("QUEUE_WAIT_TIME") && err.contains("unknown time unit"),
+            "{err}"
+        );
     }
 }

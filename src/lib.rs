@@ -10,6 +10,7 @@ pub mod backends;
 pub mod cache;
 pub mod config;
 pub mod domain;
+pub mod duration;
 pub mod error;
 pub mod http;
 pub mod mail;

@@ -6,9 +6,9 @@ use serde::{Deserialize, Serialize};
 use utoipa::openapi::{RefOr, Schema};
 use utoipa::{PartialSchema, ToSchema};
 
-use super::docs;
 use super::extract::{Auth, Json};
 use super::problem::ApiError;
+use super::schema;
 use super::ApiState;
 use crate::actors::auth::ask_auth;
 use crate::domain::{user, Email, FieldError, Id, Role, User};
@@ -73,7 +73,7 @@ pub struct RegisterRequest {
 
 impl PartialSchema for RegisterRequest {
     fn schema() -> RefOr<Schema> {
-        docs::object([
+        schema::object([
             ("email", Email::schema().into(), true),
             ("password", user::new_password_schema().into(), true),
             ("name", user::name_schema().into(), true),
@@ -91,9 +91,9 @@ pub struct LoginRequest {
 
 impl PartialSchema for LoginRequest {
     fn schema() -> RefOr<Schema> {
-        docs::object([
-            ("email", docs::string("user@example.com"), true),
-            ("password", docs::string("user123"), true),
+        schema::object([
+            ("email", schema::string("user@example.com"), true),
+            ("password", schema::string("user123"), true),
         ])
     }
 }
@@ -107,7 +107,11 @@ pub struct RefreshRequest {
 
 impl PartialSchema for RefreshRequest {
     fn schema() -> RefOr<Schema> {
-        docs::object([("refreshToken", docs::string("eyJhbGciOiJIUzI1NiJ9…"), true)])
+        schema::object([(
+            "refreshToken",
+            schema::string("eyJhbGciOiJIUzI1NiJ9…"),
+            true,
+        )])
     }
 }
 impl ToSchema for RefreshRequest {}

@@ -6,20 +6,22 @@
 //! service answers is in it. So the request schemas come from the same rules the parsers apply
 //! (`domain`), and the answers every operation of a kind can give are added here, in one place,
 //! from the facts that cause them ([`CommonResponses`]).
+//!
+//! This module reads the handlers (their annotations and request types); they never read it.
+//! The schema pieces their hand-written `ToSchema` impls share live in `schema`, below both.
 
 use utoipa::openapi::content::ContentBuilder;
 use utoipa::openapi::header::HeaderBuilder;
 use utoipa::openapi::path::Operation;
 use utoipa::openapi::response::ResponseBuilder;
-use utoipa::openapi::schema::{ObjectBuilder, Schema, SchemaType, Type};
+use utoipa::openapi::schema::{ObjectBuilder, Type};
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::openapi::{Ref, RefOr, Response};
 use utoipa::{Modify, OpenApi};
 
-use super::{auth, health, orders, problem, products};
+use super::problem::{self, PROBLEM_JSON};
+use super::{auth, health, orders, products};
 use crate::domain;
-
-pub const PROBLEM_JSON: &str = "application/problem+json";
 
 #[derive(OpenApi)]
 #[openapi(
@@ -168,42 +170,4 @@ fn describe_error(status: &str, path: &str, response: &mut Response) {
         }
         _ => {}
     }
-}
-
-/// An object schema of the given properties, each with whether it is required.
-pub fn object<const N: usize>(properties: [(&str, RefOr<Schema>, bool); N]) -> RefOr<Schema> {
-    properties
-        .into_iter()
-        .fold(
-            ObjectBuilder::new().schema_type(Type::Object),
-            |object, (name, schema, required)| {
-                let object = object.property(name, schema);
-                if required {
-                    object.required(name)
-                } else {
-                    object
-                }
-            },
-        )
-        .into()
-}
-
-/// Any string, with an example.
-pub fn string(example: &str) -> RefOr<Schema> {
-    ObjectBuilder::new()
-        .schema_type(Type::String)
-        .examples([serde_json::json!(example)])
-        .into()
-}
-
-/// `schema` or `null` (which the parsers read as absent).
-pub fn or_null(schema: ObjectBuilder, of: Type) -> RefOr<Schema> {
-    schema
-        .schema_type(SchemaType::from_iter([of, Type::Null]))
-        .into()
-}
-
-/// A reference to a component schema.
-pub fn reference<T: utoipa::ToSchema>() -> RefOr<Schema> {
-    RefOr::Ref(Ref::from_schema_name(T::name()))
 }

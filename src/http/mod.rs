@@ -10,6 +10,7 @@ pub mod middleware;
 pub mod orders;
 pub mod problem;
 pub mod products;
+pub mod schema;
 
 use std::sync::Arc;
 

@@ -6,10 +6,10 @@ use utoipa::openapi::schema::{ArrayBuilder, Schema};
 use utoipa::openapi::RefOr;
 use utoipa::{PartialSchema, ToSchema};
 
-use super::docs;
 use super::extract::{parse_path_id, whole_number, Auth, Json, Object, RequestId};
 use super::problem::ApiError;
 use super::products::{page_query, PageQuery};
+use super::schema;
 use super::ApiState;
 use crate::actors::{ask, order::NAME};
 use crate::domain::address::ShippingAddressInput;
@@ -30,8 +30,8 @@ pub struct OrderItemRequest {
 
 impl PartialSchema for OrderItemRequest {
     fn schema() -> RefOr<Schema> {
-        docs::object([
-            ("productId", docs::reference::<Id>(), true),
+        schema::object([
+            ("productId", schema::reference::<Id>(), true),
             ("quantity", Quantity::schema().into(), true),
         ])
     }
@@ -50,18 +50,18 @@ pub struct CreateOrderRequest {
 impl PartialSchema for CreateOrderRequest {
     fn schema() -> RefOr<Schema> {
         let items = ArrayBuilder::new()
-            .items(docs::reference::<OrderItemRequest>())
+            .items(schema::reference::<OrderItemRequest>())
             .min_items(Some(1))
             .max_items(Some(MAX_ITEMS))
             .description(Some(format!(
                 "1 to {MAX_ITEMS} lines; lines of the same product are merged into one, whose \
                  quantity must stay within the bound of one line's"
             )));
-        docs::object([
+        schema::object([
             ("items", items.into(), true),
             (
                 "shippingAddress",
-                docs::reference::<ShippingAddressInput>(),
+                schema::reference::<ShippingAddressInput>(),
                 true,
             ),
             ("paymentMethod", payment_method_schema().into(), true),

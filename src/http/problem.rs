@@ -12,6 +12,9 @@ use super::context;
 use crate::domain::FieldError;
 use crate::error::AppError;
 
+/// The media type of every error answer (and of the document's error responses).
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
 /// What the HTTP layer can fail with: the flows' errors plus the protocol's own.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -271,10 +274,7 @@ impl ResponseError for ApiError {
         }
         body.extend(extra);
         let mut response = HttpResponse::build(status);
-        response.insert_header((
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/problem+json"),
-        ));
+        response.insert_header((header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON)));
         if status == StatusCode::UNAUTHORIZED {
             let challenge = if code == "unauthorized" {
                 r#"Bearer error="invalid_token""#

@@ -6,9 +6,9 @@ use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
 use utoipa::openapi::RefOr;
 use utoipa::{IntoParams, PartialSchema, ToSchema};
 
-use super::docs;
 use super::extract::{parse_path_id, whole_number, Admin, Json};
 use super::problem::ApiError;
+use super::schema;
 use super::ApiState;
 use crate::actors::{ask, inventory::NAME};
 use crate::domain::product::{self, ProductFields};
@@ -68,11 +68,11 @@ fn field_schemas() -> [(&'static str, ObjectBuilder, Type, bool); 4] {
 /// A new product: a name and a price; no description is an empty one, no stock is 0.
 impl PartialSchema for ProductRequest {
     fn schema() -> RefOr<Schema> {
-        docs::object(field_schemas().map(|(name, schema, of, needed)| {
+        schema::object(field_schemas().map(|(name, schema, of, needed)| {
             if needed {
                 (name, schema.into(), true)
             } else {
-                (name, docs::or_null(schema, of), false)
+                (name, schema::or_null(schema, of), false)
             }
         }))
     }
@@ -87,8 +87,8 @@ pub struct ProductPatchRequest;
 /// merge patch would).
 impl PartialSchema for ProductPatchRequest {
     fn schema() -> RefOr<Schema> {
-        docs::object(
-            field_schemas().map(|(name, schema, of, _)| (name, docs::or_null(schema, of), false)),
+        schema::object(
+            field_schemas().map(|(name, schema, of, _)| (name, schema::or_null(schema, of), false)),
         )
     }
 }

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use super::file::build_message;
 use super::{Mailer, OutgoingEmail};
-use crate::aws::{emulator_credentials, load_sdk_config, sdk_error};
+use crate::aws::{emulator_credentials, https_client, load_sdk_config, sdk_error};
 use crate::config::AwsConfig;
 use crate::domain::Email;
 use crate::error::BackendError;
@@ -88,6 +88,7 @@ impl SesMailer {
 pub fn client_for_endpoint(endpoint: &str, region: &str) -> Client {
     let config = aws_sdk_ses::Config::builder()
         .behavior_version(BehaviorVersion::latest())
+        .http_client(https_client())
         .endpoint_url(endpoint)
         .region(Region::new(region.to_string()))
         .credentials_provider(emulator_credentials())

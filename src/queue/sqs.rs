@@ -24,7 +24,7 @@ use aws_sdk_sqs::types::{
 use aws_sdk_sqs::Client;
 
 use super::{Queue, QueueDepth, QueueResult, ReceivedMessage, MAX_BATCH};
-use crate::aws::{emulator_credentials, load_sdk_config, sdk_error};
+use crate::aws::{emulator_credentials, https_client, load_sdk_config, sdk_error};
 use crate::config::AwsConfig;
 use crate::error::BackendError;
 use crate::metrics::SQS_REQUESTS_TOTAL;
@@ -50,6 +50,7 @@ pub fn sqs_timeouts() -> TimeoutConfig {
 pub fn client_for_endpoint(endpoint: &str, region: &str) -> Client {
     let config = aws_sdk_sqs::Config::builder()
         .behavior_version(BehaviorVersion::latest())
+        .http_client(https_client())
         .endpoint_url(endpoint)
         .region(Region::new(region.to_string()))
         .credentials_provider(emulator_credentials())
