@@ -44,13 +44,27 @@ pub fn find_binary(env_var: &str, name: &str, install_hint: &str) -> Option<Path
     candidate
 }
 
-/// A free TCP port on loopback (bound then released; the server binds it right after).
+/// Ports handed to test servers: below Linux's ephemeral range (32768–60999), so the local end
+/// of some outgoing connection can never take a port between our check and the server's bind
+/// (a port the kernel picked with `bind(0)` comes from that very range, and was seen taken by
+/// a client socket in that gap). Spread by process id, so concurrent test processes start
+/// far apart.
+const TEST_PORTS: std::ops::Range<u32> = 20_000..32_000;
+
+/// A free TCP port on loopback for a server to bind right after: each call in this process
+/// gets a different port, checked free by binding it.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind an ephemeral port")
-        .local_addr()
-        .expect("local addr")
-        .port()
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let span = TEST_PORTS.end - TEST_PORTS.start;
+    let start = std::process::id().wrapping_mul(7919) % span;
+    for _ in 0..span {
+        let offset = (start + NEXT.fetch_add(1, Ordering::Relaxed)) % span;
+        let port = u16::try_from(TEST_PORTS.start + offset).expect("test ports fit in u16");
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {TEST_PORTS:?}");
 }
 
 /// A fresh empty directory under the system temp dir, unique per process and call.

@@ -86,6 +86,9 @@ impl TestServer {
             .no_proxy()
             .redirect(reqwest::redirect::Policy::none())
             .timeout(Duration::from_secs(20))
+            // Under actix's 5 s keep-alive: a pooled connection the server is closing would
+            // otherwise be reused and fail the request ("error sending request").
+            .pool_idle_timeout(Duration::from_secs(3))
             .build()
             .unwrap();
         TestServer {
