@@ -2,7 +2,6 @@
 //! AWS configuration from the SDK's standard sources, credentials for local emulators, and the
 //! mapping of SDK errors.
 
-use aws_config::meta::region::RegionProviderChain;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_sqs::config::{Credentials, SharedHttpClient};
@@ -28,16 +27,26 @@ pub fn https_client() -> SharedHttpClient {
 /// without any region we fall back to `us-east-1`, as the service we replace did, rather than
 /// failing every call. Credentials are left to the SDK's default chain, which also reads
 /// `AWS_SESSION_TOKEN` and instance roles: the config's copies of the keys would lose those.
+///
+/// The region is left to the loader's own default chain rather than a `RegionProviderChain`
+/// of ours: the loader configures its chain (and the credential providers) with our HTTP
+/// client, while a chain built outside it has none, and its instance-metadata step panics
+/// for want of one when no region is set.
 pub async fn load_sdk_config(aws: &AwsConfig, timeouts: TimeoutConfig) -> SdkConfig {
-    let region = RegionProviderChain::first_try(aws.region.clone().map(Region::new))
-        .or_default_provider()
-        .or_else(Region::from_static("us-east-1"));
-    aws_config::defaults(BehaviorVersion::latest())
+    let mut loader = aws_config::defaults(BehaviorVersion::latest())
         .http_client(https_client())
-        .region(region)
-        .timeout_config(timeouts)
-        .load()
-        .await
+        .timeout_config(timeouts);
+    if let Some(region) = aws.region.clone() {
+        loader = loader.region(Region::new(region));
+    }
+    let config = loader.load().await;
+    if config.region().is_some() {
+        return config;
+    }
+    config
+        .into_builder()
+        .region(Region::from_static("us-east-1"))
+        .build()
 }
 
 /// Static placeholder credentials for local emulators (moto, LocalStack), which check none.
