@@ -155,10 +155,7 @@ pub fn render(msg: &SendOrderEmail) -> OutgoingEmail {
     }
 }
 
-fn escape_html(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-        .replace('\'', "&#39;")
+/// Names and reasons come from users and admins: escaped for HTML text and quoted attributes.
+fn escape_html(s: &str) -> std::borrow::Cow<'_, str> {
+    html_escape::encode_safe(s)
 }

@@ -597,3 +597,50 @@ async fn concurrent_orders_never_oversell() {
     let page = list_orders(&srv, &user, "?limit=100").await;
     assert_eq!(page["total"], json!(5));
 }
+
+/// Customer and product names are user input: in the HTML part they arrive escaped, so a name
+/// can not inject markup into the customer's mail client; the text part keeps them as written.
+#[tokio::test]
+async fn names_in_the_html_email_are_escaped() {
+    let srv = TestServer::serve().await;
+    let admin = srv.login_admin().await;
+    let email = unique_email();
+    let customer_name = "Ann <b>Bold</b> & \"Quoted\"";
+    srv.register(&email, "escape-password-1", customer_name)
+        .await;
+    let customer = srv.login(&email, "escape-password-1").await;
+    let product_name = unique("Mug <script>alert('x')</script>");
+    let product = srv.create_product(&admin, &product_name, 500, 3).await;
+    let order = srv
+        .place_order(&customer, &[(&str_of(&product["id"]), 1)])
+        .await;
+    let order_id = str_of(&order["id"]);
+    srv.poll_order_status(&customer, &order_id, "completed")
+        .await;
+
+    let raw = srv.find_email_file(&order_id, "completed").await;
+    let msg = parse_email(&raw);
+    let parts = leaf_parts(&msg);
+    let part = |ct: &str| {
+        parts
+            .iter()
+            .find(|(t, _)| t == ct)
+            .map(|(_, body)| body.clone())
+            .unwrap_or_else(|| panic!("no {ct} part:\n{raw}"))
+    };
+    let (text, html) = (part("text/plain"), part("text/html"));
+    assert!(
+        !html.contains("<script>") && !html.contains("<b>Bold</b>"),
+        "the HTML part carries the names' markup unescaped:\n{html}"
+    );
+    assert!(
+        html.contains("&lt;script&gt;")
+            && html.contains("&lt;b&gt;Bold&lt;")
+            && html.contains(" &amp; "),
+        "the HTML part lacks the escaped names:\n{html}"
+    );
+    assert!(
+        text.contains(&product_name) && text.contains(customer_name),
+        "the text part should keep the names as written:\n{text}"
+    );
+}

@@ -297,18 +297,9 @@ queue_contract!(
     extending_visibility_keeps_a_message_hidden,
 );
 
-/// A temporary directory removed when dropped.
-struct TempDir(std::path::PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn sqlite_queue() -> (order_service::queue::sqlite::SqliteQueue, TempDir) {
-    let dir = TempDir(crate::support::temp_dir("queue-contract"));
-    let db = order_service::store::sqlite::SqliteDb::open(&dir.0.join("queue.sqlite3"))
+fn sqlite_queue() -> (order_service::queue::sqlite::SqliteQueue, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("create a directory for the queue");
+    let db = order_service::store::sqlite::SqliteDb::open(&dir.path().join("queue.sqlite3"))
         .expect("open SQLite");
     (
         order_service::queue::sqlite::SqliteQueue::new(db, MAX_RECEIVES),

@@ -27,13 +27,7 @@ pub fn find_binary(env_var: &str, name: &str, install_hint: &str) -> Option<Path
     let candidate = std::env::var_os(env_var)
         .map(PathBuf::from)
         .filter(|p| p.is_file())
-        .or_else(|| {
-            std::env::var_os("PATH").and_then(|paths| {
-                std::env::split_paths(&paths)
-                    .map(|dir| dir.join(name))
-                    .find(|p| p.is_file())
-            })
-        });
+        .or_else(|| which::which(name).ok());
     if candidate.is_none() {
         let message = format!("{name} not found (set {env_var} or put it on PATH; {install_hint})");
         if backends_required() {
@@ -68,19 +62,13 @@ pub fn free_port() -> u16 {
 }
 
 /// A fresh empty directory under the system temp dir, unique per process and call.
+/// The caller owns it (the servers remove theirs when they stop), so it is kept past this call.
 pub fn temp_dir(label: &str) -> PathBuf {
-    static COUNTER: AtomicU32 = AtomicU32::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    let dir = std::env::temp_dir().join(format!(
-        "order-service-{label}-{}-{}-{nanos}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    ));
-    std::fs::create_dir_all(&dir).expect("create temp dir");
-    dir
+    tempfile::Builder::new()
+        .prefix(&format!("order-service-{label}-"))
+        .tempdir()
+        .expect("create temp dir")
+        .keep()
 }
 
 /// Waits until something accepts TCP connections on `port`, or panics with `what` after 30 s.

@@ -131,9 +131,12 @@ async fn dashboards_and_alerts_work_against_a_real_prometheus() {
 
     // --- 3. the service and a Prometheus scraping it ----------------------------------------
     // Dropped last (declared first): the processes using it are stopped before it is removed.
-    let work = TempDir::new("observability");
+    let work = tempfile::Builder::new()
+        .prefix("order-service-observability-")
+        .tempdir()
+        .expect("create a directory for Prometheus");
     let server = TestServer::start(ServerEnv::embedded(&[("NO_COLOR", "1")]), "serve").await;
-    let prometheus = Prometheus::start(&tools, &work.path, server.port, repo);
+    let prometheus = Prometheus::start(&tools, work.path(), server.port, repo);
     prometheus.wait_for_target_up(server.port).await;
 
     let api = Api::new(&server.base);

@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 
 use super::{tail, POLL_EVERY, REPO, STARTUP_DEADLINE};
 use crate::harness::support::free_port;
-use crate::harness::{drain, unique, Output};
+use crate::harness::{drain, Output};
 
 pub struct PrometheusTools {
     pub prometheus: PathBuf,
@@ -22,7 +22,10 @@ pub struct PrometheusTools {
 impl PrometheusTools {
     /// Both binaries from PATH; `None` (after printing why) when the test should be skipped.
     pub fn find() -> Option<PrometheusTools> {
-        match (which("prometheus"), which("promtool")) {
+        match (
+            which::which("prometheus").ok(),
+            which::which("promtool").ok(),
+        ) {
             (Some(prometheus), Some(promtool)) => Some(PrometheusTools {
                 prometheus,
                 promtool,
@@ -67,43 +70,12 @@ impl PrometheusTools {
     }
 }
 
-pub fn which(name: &str) -> Option<PathBuf> {
-    use std::os::unix::fs::PermissionsExt;
-    std::env::split_paths(&std::env::var_os("PATH")?)
-        .map(|dir| dir.join(name))
-        .find(|p| {
-            p.metadata()
-                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        })
-}
-
 /// "SUCCESS: 10 rules found" → 10.
 pub fn rules_found(promtool_output: &str) -> Option<usize> {
     promtool_output.lines().find_map(|l| {
         let rest = l.trim().strip_prefix("SUCCESS: ")?;
         rest.strip_suffix(" rules found")?.parse().ok()
     })
-}
-
-/// A directory for Prometheus's configuration and data, removed when the test ends.
-pub struct TempDir {
-    pub path: PathBuf,
-}
-
-impl TempDir {
-    pub fn new(prefix: &str) -> TempDir {
-        let path = std::env::temp_dir()
-            .join("order-service-tests")
-            .join(unique(prefix));
-        std::fs::create_dir_all(&path).expect("create temp dir");
-        TempDir { path }
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.path);
-    }
 }
 
 /// A child process killed when the test ends, however it ends.
