@@ -142,7 +142,13 @@ async fn login_failures_are_indistinguishable() {
 
 #[tokio::test]
 async fn refresh_rotates_and_spends_the_token() {
-    let srv = TestServer::serve().await;
+    // No reuse interval, so a spent token is refused at once (the interval has its own tests
+    // in `security::refresh_reuse`).
+    let srv = TestServer::start(
+        ServerEnv::fresh().with_vars(&[("REFRESH_REUSE_INTERVAL", "0")]),
+        "serve",
+    )
+    .await;
     let user = srv.new_user().await;
 
     let r = srv
