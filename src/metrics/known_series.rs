@@ -7,9 +7,9 @@
 //! test reads the sources, so the list can not drift from the code.
 
 use super::{
-    AUTH_LOGINS_TOTAL, AUTH_REGISTRATIONS_TOTAL, AUTH_TOKENS_REJECTED_TOTAL,
-    AUTH_TOKEN_REFRESHES_TOTAL, BACKEND_ERRORS_TOTAL, CACHE_ERRORS_TOTAL,
-    STOCK_RESERVATION_FAILURES_TOTAL,
+    ACTOR_MAILBOX_BACKLOG, AUTH_LOGINS_TOTAL, AUTH_REGISTRATIONS_TOTAL, AUTH_TOKENS_REJECTED_TOTAL,
+    AUTH_TOKEN_REFRESHES_TOTAL, BACKEND_ERRORS_TOTAL, CACHE_ERRORS_TOTAL, CACHE_HITS_TOTAL,
+    CACHE_MISSES_TOTAL, STOCK_RESERVATION_FAILURES_TOTAL,
 };
 
 /// Every `(backend, operation)` pair the service counts calls of.
@@ -93,6 +93,14 @@ pub fn register() {
     }
     metrics::counter!(CACHE_ERRORS_TOTAL, "cache" => "refresh_reuse", "operation" => "set")
         .increment(0);
+    for cache in ["order", "session"] {
+        metrics::counter!(CACHE_HITS_TOTAL, "cache" => cache).increment(0);
+        metrics::counter!(CACHE_MISSES_TOTAL, "cache" => cache).increment(0);
+    }
+    // Before any actor starts, so nothing has counted a message in yet.
+    for actor in ["auth", "inventory", "order", "mailer", "sqs_poller"] {
+        metrics::gauge!(ACTOR_MAILBOX_BACKLOG, "actor" => actor).increment(0.0);
+    }
 }
 
 #[cfg(test)]
