@@ -126,7 +126,9 @@ pub async fn run(config: Config, role: Role) -> anyhow::Result<()> {
 
     // An in-process cache is only coherent inside one process: split roles on the embedded
     // backends read through to the store (login-throttle counters stay per process).
-    let throttle_cache = backends.cache.clone();
+    // The throttle's state never shares room with cached orders (see `cache::security`).
+    let throttle_cache =
+        crate::cache::security::security_state(&backends.cache, kinds.cache_is_in_process());
     let mut backends = backends;
     if role != Role::Serve && kinds.cache_is_in_process() {
         tracing::info!("embedded cache disabled: api and worker run as separate processes");
@@ -179,6 +181,10 @@ pub async fn run(config: Config, role: Role) -> anyhow::Result<()> {
                 throttle_cache.clone(),
                 config.login_limits.clone(),
             )),
+            reuse: Arc::new(crate::refresh_reuse::RefreshReuse::new(
+                throttle_cache.clone(),
+                config.jwt.refresh_reuse_interval,
+            )),
         };
         Supervisor::start_in_arbiter(&Arbiter::new().handle(), move |_| actor.clone())
     };
@@ -205,7 +211,10 @@ pub async fn run(config: Config, role: Role) -> anyhow::Result<()> {
         orders,
         authenticator,
         readiness: Arc::new(backends.clone()),
-        trust_proxy_headers: config.trust_proxy_headers,
+        client_address: http::client_address::ClientAddressSource::new(
+            config.trust_proxy_headers,
+            config.trust_proxy_hops,
+        ),
     });
     let prometheus_data = web::Data::new(prometheus);
     let body_limit = BodyLimit(config.body_limit_bytes);

@@ -39,13 +39,7 @@ impl Authenticator {
     }
 
     pub async fn authenticate(&self, bearer: &str) -> Result<Principal, AppError> {
-        let principal = self.tokens.verify_access(bearer).map_err(|r| {
-            metrics::counter!(AUTH_TOKENS_REJECTED_TOTAL, "reason" => r.as_str()).increment(1);
-            AppError::Unauthenticated(match r {
-                crate::tokens::Rejection::Expired => "the access token has expired",
-                _ => "the access token is invalid",
-            })
-        })?;
+        let principal = self.verify_signature(bearer)?;
         if self.session_active(principal.session_id).await? {
             Ok(principal)
         } else {
@@ -91,19 +85,38 @@ impl Authenticator {
         Ok(active)
     }
 
-    /// Marks a session revoked in the cache, for as long as any access token of it can live.
-    pub async fn remember_revoked(&self, session_id: Id) {
-        if let Err(e) = self
-            .cache
-            .set(&session_key(session_id), REVOKED, self.remember_for())
-            .await
-        {
-            metrics::counter!(CACHE_ERRORS_TOTAL, "cache" => "session", "operation" => "set")
-                .increment(1);
-            // Still safe: without the cache entry the store is read, and it says revoked.
-            let _ = self.cache.delete(&session_key(session_id)).await;
-            tracing::warn!(error = %e, "could not cache a session revocation");
+    /// Makes a revocation the store already holds take effect everywhere at once: every process
+    /// checks sessions through the cache, so its entry must say `revoked`, or be gone (a miss reads
+    /// the store). If neither can be written, some process may go on honouring the session from a
+    /// cached `active` for up to [`Self::remember_for`], so the caller must fail (503) and the
+    /// client retry; writing `revoked` again is harmless.
+    pub async fn remember_revoked(&self, session_id: Id) -> Result<(), AppError> {
+        let key = session_key(session_id);
+        let Err(e) = self.cache.set(&key, REVOKED, self.remember_for()).await else {
+            return Ok(());
+        };
+        metrics::counter!(CACHE_ERRORS_TOTAL, "cache" => "session", "operation" => "set")
+            .increment(1);
+        if self.cache.delete(&key).await.is_ok() {
+            tracing::warn!(error = %e, "could not cache a session revocation; removed its entry");
+            return Ok(());
         }
+        metrics::counter!(CACHE_ERRORS_TOTAL, "cache" => "session", "operation" => "delete")
+            .increment(1);
+        tracing::error!(error = %e, %session_id, "a session revocation could not reach the cache");
+        Err(AppError::Unavailable("cache"))
+    }
+
+    /// The principal of a correctly signed, unexpired access token, whether or not its session
+    /// has ended: logout accepts it, so that logging out again (a retry) is harmless.
+    pub fn verify_signature(&self, bearer: &str) -> Result<Principal, AppError> {
+        self.tokens.verify_access(bearer).map_err(|r| {
+            metrics::counter!(AUTH_TOKENS_REJECTED_TOTAL, "reason" => r.as_str()).increment(1);
+            AppError::Unauthenticated(match r {
+                crate::tokens::Rejection::Expired => "the access token has expired",
+                _ => "the access token is invalid",
+            })
+        })
     }
 
     fn remember_for(&self) -> Duration {

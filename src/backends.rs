@@ -121,7 +121,11 @@ pub async fn build(config: &Config) -> anyhow::Result<Backends> {
     };
     // Redis connects lazily: the service starts, and answers from the store, while Redis is down.
     let (cache, cache_kind): (Arc<dyn Cache>, _) = match &config.redis {
-        Some(redis) => (Arc::new(RedisCache::lazy(redis, REDIS_KEY_PREFIX)), "redis"),
+        Some(redis) => {
+            let redis = RedisCache::lazy(redis, REDIS_KEY_PREFIX);
+            crate::cache::security::warn_if_redis_may_evict(&redis).await;
+            (Arc::new(redis), "redis")
+        }
         None => (Arc::new(MemoryCache::new(MEMORY_CACHE_BYTES)), MEMORY_CACHE),
     };
     let (mailer, mailer_kind): (Arc<dyn Mailer>, _) = match &config.aws.ses_sender_email {

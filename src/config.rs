@@ -48,6 +48,8 @@ pub struct JwtConfig {
     pub refresh_secret: Secret,
     pub access_ttl: Duration,
     pub refresh_ttl: Duration,
+    /// How long a spent refresh token still returns the pair it was spent for (0: never).
+    pub refresh_reuse_interval: Duration,
     pub issuer: String,
     pub audience: String,
 }
@@ -115,6 +117,8 @@ pub struct Config {
     pub login_limits: LoginLimits,
     /// Take the client address from `X-Forwarded-For` (only behind a trusted proxy).
     pub trust_proxy_headers: bool,
+    /// Proxies of ours in front of the service, when `trust_proxy_headers` (at least 1).
+    pub trust_proxy_hops: usize,
     /// Order creations one process runs at once; more are shed with 503 `overloaded`.
     pub max_orders_in_flight: usize,
 }
@@ -175,6 +179,11 @@ impl Config {
         }
         let access_ttl = r.duration("JWT_EXPIRATION", Duration::from_secs(3600));
         let refresh_ttl = r.duration("JWT_REFRESH_EXPIRATION", Duration::from_secs(7 * 86400));
+        // Zero is allowed here: it turns the interval off.
+        let refresh_reuse_interval = match r.get("REFRESH_REUSE_INTERVAL").as_deref() {
+            Some("0") => Duration::ZERO,
+            _ => r.duration("REFRESH_REUSE_INTERVAL", Duration::from_secs(10)),
+        };
 
         let data_dir = PathBuf::from(r.get("DATA_DIR").unwrap_or_else(|| "./data".into()));
         let mail_dir = r
@@ -293,6 +302,11 @@ impl Config {
                 false
             }
         };
+        let trust_proxy_hops = r.parse("TRUST_PROXY_HOPS", 1usize, "a whole number from 1");
+        if trust_proxy_hops == 0 {
+            r.errors
+                .push("TRUST_PROXY_HOPS: expected a whole number from 1".into());
+        }
 
         if !r.errors.is_empty() {
             return Err(ConfigError(r.errors));
@@ -307,6 +321,7 @@ impl Config {
                 refresh_secret: refresh_secret.expect("checked above"),
                 access_ttl,
                 refresh_ttl,
+                refresh_reuse_interval,
                 issuer: "order-service".into(),
                 audience: "order-service-api".into(),
             },
@@ -323,6 +338,7 @@ impl Config {
             cors_allowed_origins,
             login_limits,
             trust_proxy_headers,
+            trust_proxy_hops,
             max_orders_in_flight,
         })
     }

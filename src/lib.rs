@@ -18,6 +18,7 @@ pub mod messages;
 pub mod metrics;
 pub mod password;
 pub mod queue;
+pub mod refresh_reuse;
 pub mod seed;
 pub mod store;
 pub mod telemetry;

@@ -9,6 +9,8 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::error::BackendError;
 
+pub mod known_series;
+
 pub const HTTP_REQUESTS_TOTAL: &str = "http_requests_total";
 pub const HTTP_REQUEST_DURATION_SECONDS: &str = "http_request_duration_seconds";
 pub const HTTP_REQUESTS_IN_FLIGHT: &str = "http_requests_in_flight";
@@ -77,6 +79,7 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
     start_upkeep(handle.clone())?;
     describe();
     register_failure_counters();
+    known_series::register();
     Ok(handle)
 }
 

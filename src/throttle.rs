@@ -46,35 +46,47 @@ impl LoginThrottle {
         format!("login-attempts:ip:{ip}")
     }
 
-    /// Refuses the attempt when this email or address is over a limit; counts the attempt.
-    pub async fn check(&self, email: &str, ip: Option<IpAddr>) -> Result<(), AppError> {
+    /// Admits a login attempt, or refuses it when its email or address is over a limit.
+    ///
+    /// The attempt is counted as a failure of its email *before* its password is verified, in
+    /// one atomic increment that also reads the count: concurrent wrong guesses for one email
+    /// can not all pass a check made before any of them is recorded, so at most
+    /// `max_failures_per_email` of them are ever verified in a window, however many arrive at
+    /// once. A correct password then clears the count ([`Self::record_success`]). The price:
+    /// more than that many logins of one email *in flight at once* are refused too, which no
+    /// legitimate client does.
+    ///
+    /// The per-address failure limit is still read before and written after verification:
+    /// pre-counting it would refuse an office's concurrent good logins. Its slack is bounded by
+    /// the per-address attempt rate, which is counted atomically up front.
+    pub async fn admit(&self, email: &str, ip: Option<IpAddr>) -> Result<(), AppError> {
         let window = self.limits.failure_window;
-        if self.count(&Self::email_key(email)).await >= self.limits.max_failures_per_email {
-            return Err(AppError::RateLimited {
-                retry_after: window,
-            });
-        }
         if let Some(ip) = ip {
-            if self.count(&Self::ip_failures_key(ip)).await >= self.limits.max_failures_per_ip {
-                return Err(AppError::RateLimited {
-                    retry_after: window,
-                });
-            }
             let attempts = self.bump(&Self::ip_attempts_key(ip), ATTEMPT_WINDOW).await;
             if attempts > self.limits.max_attempts_per_ip_per_minute {
                 return Err(AppError::RateLimited {
                     retry_after: ATTEMPT_WINDOW,
                 });
             }
+            if self.count(&Self::ip_failures_key(ip)).await >= self.limits.max_failures_per_ip {
+                return Err(AppError::RateLimited {
+                    retry_after: window,
+                });
+            }
+        }
+        if self.bump(&Self::email_key(email), window).await > self.limits.max_failures_per_email {
+            return Err(AppError::RateLimited {
+                retry_after: window,
+            });
         }
         Ok(())
     }
 
-    pub async fn record_failure(&self, email: &str, ip: Option<IpAddr>) {
-        let window = self.limits.failure_window;
-        self.bump(&Self::email_key(email), window).await;
+    /// A wrong password: its email's failure was counted by [`Self::admit`] already.
+    pub async fn record_failure(&self, ip: Option<IpAddr>) {
         if let Some(ip) = ip {
-            self.bump(&Self::ip_failures_key(ip), window).await;
+            self.bump(&Self::ip_failures_key(ip), self.limits.failure_window)
+                .await;
         }
     }
 
@@ -137,28 +149,42 @@ mod tests {
     async fn failures_per_email_lock_that_email_only() {
         let t = throttle(3, 100, 1000);
         let ip = Some("10.0.0.1".parse().unwrap());
-        for _ in 0..3 {
-            t.check("a@x.com", ip).await.unwrap();
-            t.record_failure("A@x.com", ip).await;
+        for email in ["a@x.com", "A@x.com", " a@x.com"] {
+            t.admit(email, ip).await.unwrap();
+            t.record_failure(ip).await;
         }
         assert!(matches!(
-            t.check("a@x.com", ip).await,
+            t.admit("a@x.com", ip).await,
             Err(AppError::RateLimited { .. })
         ));
-        t.check("b@x.com", ip).await.unwrap();
+        t.admit("b@x.com", ip).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn concurrent_attempts_for_one_email_are_admitted_up_to_the_limit_only() {
+        let t = Arc::new(throttle(5, 1000, 1000));
+        let tries = (0..48).map(|_| {
+            let t = t.clone();
+            tokio::spawn(async move { t.admit("a@x.com", None).await.is_ok() })
+        });
+        let mut admitted = 0;
+        for tried in tries {
+            admitted += usize::from(tried.await.unwrap());
+        }
+        assert_eq!(admitted, 5);
     }
 
     #[tokio::test]
     async fn failures_per_address_lock_the_address() {
         let t = throttle(100, 2, 1000);
         let ip = Some("10.0.0.2".parse().unwrap());
-        t.record_failure("a@x.com", ip).await;
-        t.record_failure("b@x.com", ip).await;
+        t.record_failure(ip).await;
+        t.record_failure(ip).await;
         assert!(matches!(
-            t.check("c@x.com", ip).await,
+            t.admit("c@x.com", ip).await,
             Err(AppError::RateLimited { .. })
         ));
-        t.check("c@x.com", Some("10.0.0.3".parse().unwrap()))
+        t.admit("c@x.com", Some("10.0.0.3".parse().unwrap()))
             .await
             .unwrap();
     }
@@ -168,10 +194,10 @@ mod tests {
         let t = throttle(1, 1, 5);
         let ip = Some("10.0.0.4".parse().unwrap());
         for i in 0..5 {
-            t.check(&format!("u{i}@x.com"), ip).await.unwrap();
+            t.admit(&format!("u{i}@x.com"), ip).await.unwrap();
         }
         assert!(matches!(
-            t.check("u9@x.com", ip).await,
+            t.admit("u9@x.com", ip).await,
             Err(AppError::RateLimited { .. })
         ));
     }

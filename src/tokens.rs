@@ -108,6 +108,10 @@ impl TokenService {
         chrono::Duration::from_std(self.config.refresh_ttl).unwrap_or(chrono::Duration::days(7))
     }
 
+    pub fn refresh_reuse_interval(&self) -> std::time::Duration {
+        self.config.refresh_reuse_interval
+    }
+
     pub fn access_ttl(&self) -> std::time::Duration {
         self.config.access_ttl
     }
@@ -132,7 +136,7 @@ impl TokenService {
             aud: self.config.audience.clone(),
             iat,
             exp: iat + self.config.access_ttl.as_secs() as i64,
-            jti: new_token_id(),
+            jti: access_jti(refresh_jti),
         };
         let refresh = RefreshClaims {
             sub: user_id.to_string(),
@@ -187,6 +191,14 @@ fn classify(e: jsonwebtoken::errors::Error) -> Rejection {
     }
 }
 
+/// The access token's id, derived from its pair's refresh-token id: issuing a pair again for the
+/// same refresh-token id and time gives the very same tokens, as the refresh reuse interval
+/// needs (see `refresh_reuse`).
+fn access_jti(refresh_jti: &str) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(&Sha256::digest(format!("access:{refresh_jti}").as_bytes())[..16])
+}
+
 /// 128 random bits, hex: unguessable ids for refresh tokens and sessions.
 pub fn new_token_id() -> String {
     hex::encode(rand::random::<[u8; 16]>())
@@ -204,6 +216,7 @@ mod tests {
             refresh_secret: Secret::new("refresh-secret"),
             access_ttl: Duration::from_secs(60),
             refresh_ttl: Duration::from_secs(600),
+            refresh_reuse_interval: Duration::from_secs(10),
             issuer: "order-service".into(),
             audience: "order-service-api".into(),
         })
@@ -217,6 +230,18 @@ mod tests {
         let p = s.verify_access(&pair.access_token).unwrap();
         assert_eq!((p.user_id, p.session_id, p.role), (user, sid, Role::Admin));
         assert_eq!(s.verify_refresh(&pair.refresh_token).unwrap().jti, "jti");
+    }
+
+    #[test]
+    fn a_pair_issued_again_for_the_same_refresh_id_and_time_is_the_same() {
+        let s = service("access-secret");
+        let (user, sid, now) = (Id::new(), Id::new(), Utc::now());
+        let a = s.issue(user, Role::User, sid, "jti", now);
+        let b = s.issue(user, Role::User, sid, "jti", now);
+        assert_eq!(a.access_token, b.access_token);
+        assert_eq!(a.refresh_token, b.refresh_token);
+        let c = s.issue(user, Role::User, sid, "other", now);
+        assert_ne!(c.refresh_token, b.refresh_token);
     }
 
     #[test]

@@ -18,6 +18,7 @@ use crate::metrics::{
     PASSWORD_HASH_SECONDS,
 };
 use crate::password::{hash_password, PasswordArena};
+use crate::refresh_reuse::{RefreshReuse, Successor};
 use crate::store::{Accounts, RotateOutcome, Session};
 use crate::throttle::LoginThrottle;
 use crate::tokens::{new_token_id, TokenService};
@@ -106,6 +107,7 @@ pub struct AuthActor {
     pub authenticator: Arc<Authenticator>,
     pub hasher: Addr<PasswordHasher>,
     pub throttle: Arc<LoginThrottle>,
+    pub reuse: Arc<RefreshReuse>,
 }
 
 impl Actor for AuthActor {
@@ -195,7 +197,7 @@ impl Handler<Login> for AuthActor {
     fn handle(&mut self, msg: Login, _: &mut Context<Self>) -> Self::Result {
         let this = self.clone();
         guarded(NAME, async move {
-            if let Err(limited) = this.throttle.check(&msg.email, msg.client_ip).await {
+            if let Err(limited) = this.throttle.admit(&msg.email, msg.client_ip).await {
                 metrics::counter!(AUTH_LOGINS_TOTAL, "outcome" => "rate_limited").increment(1);
                 tracing::warn!("login refused: rate limited");
                 return Err(limited);
@@ -227,9 +229,7 @@ impl Handler<Login> for AuthActor {
                     metrics::counter!(AUTH_LOGINS_TOTAL, "outcome" => "invalid_credentials")
                         .increment(1);
                     tracing::info!("login refused: invalid credentials");
-                    this.throttle
-                        .record_failure(&msg.email, msg.client_ip)
-                        .await;
+                    this.throttle.record_failure(msg.client_ip).await;
                     Err(AppError::InvalidCredentials)
                 }
             }
@@ -256,41 +256,67 @@ impl Handler<Refresh> for AuthActor {
                 return Err(refused("invalid"));
             };
             let now = crate::domain::now();
-            let next_jti = new_token_id();
-            let expires_at = now + this.tokens.refresh_ttl();
+            // Every refresh of this token within the reuse interval rotates to the same pair.
+            let next = this
+                .reuse
+                .successor(&claims.jti, Successor::fresh(now))
+                .await;
+            let expires_at = next.issued_at + this.tokens.refresh_ttl();
             let outcome = backend_call(
                 "store",
                 "rotate_session",
                 this.accounts
-                    .rotate_session(session_id, &claims.jti, &next_jti, expires_at, now),
+                    .rotate_session(session_id, &claims.jti, &next.jti, expires_at, now),
             )
             .await?;
-            match outcome {
-                RotateOutcome::Rotated => {}
-                RotateOutcome::Inactive => return Err(refused("inactive")),
+            let outcome = match outcome {
+                RotateOutcome::Rotated => "success",
+                RotateOutcome::Inactive => {
+                    // Perhaps a retry after the revocation below answered 503: finish it.
+                    this.authenticator.remember_revoked(session_id).await?;
+                    return Err(refused("inactive"));
+                }
                 RotateOutcome::Reused => {
-                    // A spent token came back: someone holds a copy. End the whole family so
-                    // the thief's newer tokens die with it.
-                    backend_call(
+                    let session = backend_call(
                         "store",
-                        "revoke_session",
-                        this.accounts.revoke_session(session_id),
+                        "find_session",
+                        this.accounts.find_session(session_id),
                     )
                     .await?;
-                    this.authenticator.remember_revoked(session_id).await;
-                    tracing::warn!(%session_id, "refresh token reused; session revoked");
-                    return Err(refused("reused"));
+                    let current = session.as_ref().map_or("", |s| s.current_jti.as_str());
+                    if !this.reuse.may_reissue(&next, current, now) {
+                        this.revoke_reused(session_id).await?;
+                        return Err(refused("reused"));
+                    }
+                    // A retry, or a second tab, within the interval: the same pair again.
+                    "reissued"
                 }
-            }
+            };
             let user = backend_call("store", "find_user", this.accounts.find_user(user_id))
                 .await?
                 .ok_or_else(|| refused("unknown_user"))?;
-            metrics::counter!(AUTH_TOKEN_REFRESHES_TOTAL, "outcome" => "success").increment(1);
-            let tokens = this
-                .tokens
-                .issue(user.id, user.role, session_id, &next_jti, now);
+            metrics::counter!(AUTH_TOKEN_REFRESHES_TOTAL, "outcome" => outcome).increment(1);
+            let tokens =
+                this.tokens
+                    .issue(user.id, user.role, session_id, &next.jti, next.issued_at);
             Ok(Authenticated { user, tokens })
         })
+    }
+}
+
+impl AuthActor {
+    /// A spent token came back after its reuse interval: someone holds a copy. End the whole
+    /// family so the thief's newer tokens die with it, everywhere at once or not at all (503).
+    async fn revoke_reused(&self, session_id: Id) -> Result<(), AppError> {
+        backend_call(
+            "store",
+            "revoke_session",
+            self.accounts.revoke_session(session_id),
+        )
+        .await?;
+        self.authenticator.remember_revoked(session_id).await?;
+        tracing::warn!(%session_id, "refresh token reused; session revoked");
+        Ok(())
     }
 }
 
@@ -299,13 +325,14 @@ impl Handler<Logout> for AuthActor {
     fn handle(&mut self, msg: Logout, _: &mut Context<Self>) -> Self::Result {
         let this = self.clone();
         guarded(NAME, async move {
+            // Both steps are idempotent, so a retry after a 503 completes the logout.
             backend_call(
                 "store",
                 "revoke_session",
                 this.accounts.revoke_session(msg.session_id),
             )
             .await?;
-            this.authenticator.remember_revoked(msg.session_id).await;
+            this.authenticator.remember_revoked(msg.session_id).await?;
             tracing::info!(session_id = %msg.session_id, "logged out");
             Ok(())
         })

@@ -4,6 +4,7 @@
 pub mod memory;
 pub mod none;
 pub mod redis;
+pub mod security;
 
 use std::time::Duration;
 

@@ -257,6 +257,21 @@ impl Cache for RedisCache {
     }
 }
 
+impl RedisCache {
+    /// `maxmemory` (bytes, 0 for none) and `maxmemory-policy`, from `CONFIG GET`.
+    pub async fn eviction_settings(&self) -> CacheResult<(u64, String)> {
+        let setting = |name: &str| {
+            let mut cmd = redis::cmd("CONFIG");
+            cmd.arg("GET").arg(name);
+            cmd
+        };
+        let memory: Vec<String> = self.run(&setting("maxmemory")).await?;
+        let policy: Vec<String> = self.run(&setting("maxmemory-policy")).await?;
+        let maxmemory = memory.get(1).and_then(|v| v.parse().ok()).unwrap_or(0);
+        Ok((maxmemory, policy.get(1).cloned().unwrap_or_default()))
+    }
+}
+
 /// `INCR`, and start the window on a counter without an expiry (its first increment). One
 /// script, so the two steps are atomic: a crash between them can not leave a counter that never
 /// expires. Checking `PTTL` rather than using `PEXPIRE … NX` keeps Redis 6 supported.

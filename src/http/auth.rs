@@ -116,21 +116,6 @@ impl PartialSchema for RefreshRequest {
 }
 impl ToSchema for RefreshRequest {}
 
-/// The client's address: the peer, or the first `X-Forwarded-For` hop when the service is
-/// configured to trust its proxy (never otherwise: clients could forge it to dodge throttling).
-fn client_ip(req: &actix_web::HttpRequest, trust_proxy_headers: bool) -> Option<std::net::IpAddr> {
-    if trust_proxy_headers {
-        let forwarded = req
-            .connection_info()
-            .realip_remote_addr()
-            .and_then(|a| a.parse().ok());
-        if forwarded.is_some() {
-            return forwarded;
-        }
-    }
-    req.peer_addr().map(|a| a.ip())
-}
-
 fn required(field: &str, value: Option<String>, errors: &mut Vec<FieldError>) -> Option<String> {
     if value.is_none() {
         errors.push(FieldError::new(field, "is required"));
@@ -204,7 +189,7 @@ pub async fn login(
         // Never worth hashing: no account can have such a password.
         return Err(AppError::InvalidCredentials.into());
     }
-    let client_ip = client_ip(&req, state.trust_proxy_headers);
+    let client_ip = state.client_address.client_ip(&req);
     let done = ask_auth(
         &state.auth,
         Login {
@@ -219,9 +204,10 @@ pub async fn login(
 
 #[utoipa::path(post, path = "/api/auth/refresh", tag = "auth", operation_id = "refreshTokens", request_body = RefreshRequest,
     responses(
-        (status = 200, description = "A new token pair; the presented refresh token is spent", body = AuthResponse),
+        (status = 200, description = "A new token pair; the presented refresh token is spent. Presented again within `REFRESH_REUSE_INTERVAL`, it returns the same pair", body = AuthResponse),
         (status = 400, description = "Missing refreshToken, or a body that is not JSON"),
         (status = 401, description = "Invalid, expired, revoked or already used refresh token"),
+        (status = 503, description = "A reused token's revocation could not be recorded everywhere (`service_unavailable`): retry"),
     ))]
 pub async fn refresh(
     state: web::Data<ApiState>,
@@ -237,12 +223,19 @@ pub async fn refresh(
 
 #[utoipa::path(post, path = "/api/auth/logout", tag = "auth", operation_id = "logout", security(("bearer" = [])),
     responses(
-        (status = 204, description = "Session ended: its access and refresh tokens stop working"),
+        (status = 204, description = "Session ended: its access and refresh tokens stop working, in every process. Logging out of an ended session answers 204 too, so a retry is harmless"),
+        (status = 401, description = "Missing, forged or expired access token"),
+        (status = 503, description = "The revocation could not be recorded everywhere (`service_unavailable`, with `Retry-After`): retry"),
     ))]
 pub async fn logout(
     state: web::Data<ApiState>,
-    Auth(principal): Auth,
+    req: actix_web::HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
+    // Signature and expiry only, not the session: logging out of an ended session is a retry.
+    let token = super::extract::bearer_token(&req).ok_or(AppError::Unauthenticated(
+        "missing bearer token: send Authorization: Bearer <accessToken>",
+    ))?;
+    let principal = state.authenticator.verify_signature(&token)?;
     ask_auth(
         &state.auth,
         Logout {

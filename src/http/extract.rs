@@ -211,7 +211,7 @@ impl FromRequest for Auth {
     }
 }
 
-fn bearer_token(req: &HttpRequest) -> Option<String> {
+pub(super) fn bearer_token(req: &HttpRequest) -> Option<String> {
     let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.trim().split_once(' ')?;
     let token = token.trim();

@@ -20,6 +20,25 @@ const API_CSP: &str = "default-src 'none'; frame-ancestors 'none'";
 /// Swagger UI needs its own scripts, styles and inline images.
 const DOCS_CSP: &str = "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; frame-ancestors 'none'";
 
+/// The route label of a request that matched no route.
+const UNMATCHED: &str = "unmatched";
+
+/// The `method` label: a client may send any token as a method, and each new label value is a
+/// series that never goes away, so methods outside the standard set are one value, `other`.
+fn method_label(method: &actix_web::http::Method) -> &'static str {
+    match method.as_str() {
+        "GET" => "GET",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "PATCH" => "PATCH",
+        "DELETE" => "DELETE",
+        "HEAD" => "HEAD",
+        "OPTIONS" => "OPTIONS",
+        "TRACE" => "TRACE",
+        _ => "other",
+    }
+}
+
 pub fn new_request_id() -> String {
     hex::encode(rand::random::<[u8; 12]>())
 }
@@ -42,8 +61,8 @@ pub async fn observe(
     let started = Instant::now();
     let request_id = accepted_request_id(&req).unwrap_or_else(new_request_id);
     req.extensions_mut().insert(RequestId(request_id.clone()));
-    let method = req.method().to_string();
-    let route = req.match_pattern().unwrap_or_else(|| "unmatched".into());
+    let method = method_label(req.method());
+    let route = req.match_pattern().unwrap_or_else(|| UNMATCHED.into());
     let path = req.path().to_string();
     let is_docs = path.starts_with("/api-docs");
     let span =
@@ -72,9 +91,9 @@ pub async fn observe(
         400..=499 => "4xx",
         _ => "5xx",
     };
-    metrics::counter!(HTTP_REQUESTS_TOTAL, "method" => method.clone(), "route" => route.clone(), "status" => status_class)
+    metrics::counter!(HTTP_REQUESTS_TOTAL, "method" => method, "route" => route.clone(), "status" => status_class)
         .increment(1);
-    metrics::histogram!(HTTP_REQUEST_DURATION_SECONDS, "method" => method.clone(), "route" => route.clone())
+    metrics::histogram!(HTTP_REQUEST_DURATION_SECONDS, "method" => method, "route" => route.clone())
         .record(elapsed.as_secs_f64());
     span.in_scope(|| {
         tracing::info!(

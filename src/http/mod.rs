@@ -2,6 +2,7 @@
 //! reply; no business rule lives here.
 
 pub mod auth;
+pub mod client_address;
 pub mod context;
 pub mod docs;
 pub mod extract;
@@ -32,7 +33,8 @@ pub struct ApiState {
     pub authenticator: Arc<Authenticator>,
     /// What `/ready` asks.
     pub readiness: Arc<dyn ReadinessProbes>,
-    pub trust_proxy_headers: bool,
+    /// Where the login throttle takes the client's address from.
+    pub client_address: client_address::ClientAddressSource,
 }
 
 async fn route_not_found() -> Result<HttpResponse, ApiError> {

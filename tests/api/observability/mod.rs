@@ -19,6 +19,7 @@
 //! them the test prints SKIPPED and passes, unless `REQUIRE_BACKENDS=1` (CI), where it fails.
 
 mod dashboards;
+mod fresh;
 mod prometheus;
 mod promql;
 mod traffic;
@@ -131,11 +132,14 @@ async fn dashboards_and_alerts_work_against_a_real_prometheus() {
 
     // --- 3. the service and a Prometheus scraping it ----------------------------------------
     // Dropped last (declared first): the processes using it are stopped before it is removed.
-    let work = tempfile::Builder::new()
-        .prefix("order-service-observability-")
-        .tempdir()
-        .expect("create a directory for Prometheus");
-    let server = TestServer::start(ServerEnv::embedded(&[("NO_COLOR", "1")]), "serve").await;
+    let work = work_dir("observability");
+    // No refresh reuse interval: the traffic replays a spent refresh token to feed the
+    // `reused` outcome, which the interval would answer with the same pair instead.
+    let server = TestServer::start(
+        ServerEnv::embedded(&[("NO_COLOR", "1"), ("REFRESH_REUSE_INTERVAL", "0")]),
+        "serve",
+    )
+    .await;
     let prometheus = Prometheus::start(&tools, work.path(), server.port, repo);
     prometheus.wait_for_target_up(server.port).await;
 

@@ -78,6 +78,14 @@ pub fn rules_found(promtool_output: &str) -> Option<usize> {
     })
 }
 
+/// A directory for Prometheus's configuration and data, removed when the test ends.
+pub fn work_dir(label: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("order-service-{label}-"))
+        .tempdir()
+        .expect("create a directory for Prometheus")
+}
+
 /// A child process killed when the test ends, however it ends.
 pub struct Guarded {
     pub child: Child,

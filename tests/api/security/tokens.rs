@@ -73,7 +73,12 @@ async fn refresh(srv: &TestServer, token: &str) -> Resp {
 
 #[tokio::test]
 async fn replaying_a_spent_refresh_token_revokes_its_whole_family() {
-    let srv = TestServer::start(ServerEnv::fresh().with_vars(&[]), "serve").await;
+    // No reuse interval: every replay is reuse (see `refresh_reuse` for the interval).
+    let srv = TestServer::start(
+        ServerEnv::fresh().with_vars(&[("REFRESH_REUSE_INTERVAL", "0")]),
+        "serve",
+    )
+    .await;
     let user = srv.new_user().await;
     let other_session = srv.login(&user.email, &user.password).await;
 
