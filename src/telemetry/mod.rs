@@ -1,6 +1,6 @@
 //! Logging and tracing. Logs: `tracing` to stdout, human-readable by default, one JSON object per
 //! line with `LOG_FORMAT=json` (with `trace_id`/`span_id` inside traced spans). `RUST_LOG`
-//! filters (default `info`). Traces: when an OTLP endpoint is set, the same spans go out over
+//! filters them (default `info`), not the traces. Traces: when an OTLP endpoint is set, the same spans go out over
 //! OTLP/HTTP (see [`export`]); otherwise nothing of OpenTelemetry runs.
 
 mod export;
@@ -74,14 +74,13 @@ pub fn init(format: LogFormat, trace_export: Option<&TraceExport>) -> Guard {
             // backend spans, and the exporter's HTTP client must never trace its own requests.
             .with_filter(filter::filter_fn(|meta| {
                 meta.target().starts_with(env!("CARGO_CRATE_NAME"))
+                    && *meta.level() <= tracing::Level::INFO
             }))
     });
-    // The filter is global (it decides for both layers), so its place in the stack is free; last
-    // lets the boxed log layer sit directly on the registry.
+    // `RUST_LOG` filters the logs only: `RUST_LOG=warn` must not switch the traces off.
     let _ = tracing_subscriber::registry()
-        .with(logs)
+        .with(logs.with_filter(filter))
         .with(traces)
-        .with(filter)
         .try_init();
     match (trace_export, &problem) {
         (Some(export), None) => {

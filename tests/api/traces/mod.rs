@@ -258,7 +258,9 @@ async fn the_clients_traceparent_is_the_parent_of_the_request_span() {
     let Some(jaeger) = start_jaeger().await else {
         return;
     };
-    let server = TestServer::start(with_otel(ServerEnv::embedded(&[]), &jaeger), "serve").await;
+    // Quiet logs do not switch the traces off.
+    let env = ServerEnv::embedded(&[("RUST_LOG", "warn")]);
+    let server = TestServer::start(with_otel(env, &jaeger), "serve").await;
     let trace_id = new_trace_id();
     let rb = server
         .request(Method::GET, "/api/products?limit=2")
