@@ -1,7 +1,7 @@
 //! Logging and tracing. Logs: `tracing` to stdout, human-readable by default, one JSON object per
 //! line with `LOG_FORMAT=json` (with `trace_id`/`span_id` inside traced spans). `RUST_LOG`
-//! filters them (default `info`), not the traces. Traces: when an OTLP endpoint is set, the same spans go out over
-//! OTLP/HTTP (see [`export`]); otherwise nothing of OpenTelemetry runs.
+//! filters them (default `info`), not the traces. Traces: when an OTLP endpoint is set, the
+//! same spans go out over OTLP/HTTP (see [`export`]); otherwise nothing of OpenTelemetry runs.
 
 mod export;
 pub mod http;
