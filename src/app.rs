@@ -84,8 +84,16 @@ fn cors(origins: &[String]) -> Cors {
             "content-type",
             "idempotency-key",
             "x-request-id",
+            "traceparent",
+            "tracestate",
         ])
-        .expose_headers(["x-request-id", "location", "retry-after"])
+        .expose_headers([
+            "x-request-id",
+            "location",
+            "retry-after",
+            "traceresponse",
+            "x-trace-id",
+        ])
         .max_age(600)
 }
 
@@ -94,6 +102,7 @@ pub async fn run(config: Config, role: Role) -> anyhow::Result<()> {
     let prometheus = crate::metrics::install()?;
     let backends = crate::backends::build(&config).await?;
     let kinds = backends.kinds;
+    crate::telemetry::spans::set_backend_kinds(kinds);
     metrics::gauge!(
         crate::metrics::BUILD_INFO,
         "version" => env!("CARGO_PKG_VERSION"),

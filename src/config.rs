@@ -121,6 +121,8 @@ pub struct Config {
     pub trust_proxy_hops: usize,
     /// Order creations one process runs at once; more are shed with 503 `overloaded`.
     pub max_orders_in_flight: usize,
+    /// OTLP trace export, when `OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT` is set.
+    pub trace_export: Option<crate::telemetry::settings::TraceExport>,
 }
 
 /// Why the configuration was refused.
@@ -265,6 +267,10 @@ impl Config {
                 LogFormat::Text
             }
         };
+        let trace_export = crate::telemetry::settings::parse(|k| r.get(k)).unwrap_or_else(|e| {
+            r.errors.extend(e);
+            None
+        });
         let shutdown_timeout = r.duration("SHUTDOWN_TIMEOUT", Duration::from_secs(30));
         let body_limit_bytes = r.parse("BODY_LIMIT_BYTES", 1_048_576usize, "a number of bytes");
         let cors_allowed_origins = r
@@ -333,6 +339,7 @@ impl Config {
             aws,
             queue,
             log_format,
+            trace_export,
             shutdown_timeout,
             body_limit_bytes,
             cors_allowed_origins,

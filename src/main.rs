@@ -77,7 +77,8 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
-    telemetry::init(config.log_format);
+    // Dropped at the end of main: the spans still queued are sent before the process exits.
+    let _traces = telemetry::init(config.log_format, config.trace_export.as_ref());
     let result = actix_web::rt::System::new().block_on(async move {
         match cli.command.unwrap_or(Command::Serve) {
             Command::Serve => app::run(config, app::Role::Serve).await,

@@ -55,6 +55,9 @@ pub const BACKEND_ERRORS_TOTAL: &str = "backend_errors_total";
 
 pub const BUILD_INFO: &str = "build_info";
 
+pub const OTEL_SPANS_EXPORTED_TOTAL: &str = "otel_spans_exported_total";
+pub const OTEL_SPANS_DROPPED_TOTAL: &str = "otel_spans_dropped_total";
+
 pub const PROCESS_CPU_SECONDS_TOTAL: &str = "process_cpu_seconds_total";
 pub const PROCESS_RESIDENT_MEMORY_BYTES: &str = "process_resident_memory_bytes";
 pub const PROCESS_VIRTUAL_MEMORY_BYTES: &str = "process_virtual_memory_bytes";
@@ -192,13 +195,21 @@ fn describe() {
         BACKEND_ERRORS_TOTAL,
         "Backend calls that failed, by backend and operation"
     );
+    describe_counter!(
+        OTEL_SPANS_EXPORTED_TOTAL,
+        "Spans the OTLP collector accepted (only while tracing is on)"
+    );
+    describe_counter!(
+        OTEL_SPANS_DROPPED_TOTAL,
+        "Spans never exported, by reason: queue_full or export_failed"
+    );
     describe_gauge!(
         BUILD_INFO,
         "Always 1; labels carry the version and the backend kinds"
     );
 }
 
-/// Times one backend call and counts its failure.
+/// Times one backend call, counts its failure, and traces it as a span of its own.
 pub async fn backend_call<T, F>(
     backend: &'static str,
     operation: &'static str,
@@ -208,7 +219,9 @@ where
     F: Future<Output = Result<T, BackendError>>,
 {
     let started = Instant::now();
-    let result = call.await;
+    let span = crate::telemetry::spans::backend(backend, operation);
+    let result = tracing::Instrument::instrument(call, span.clone()).await;
+    crate::telemetry::spans::record_result(&span, &result);
     metrics::histogram!(BACKEND_CALL_DURATION_SECONDS, "backend" => backend, "operation" => operation)
         .record(started.elapsed().as_secs_f64());
     // A refusal the caller expects (a duplicate key) is an answer, not a fault of the backend.
@@ -295,5 +308,8 @@ fn register_failure_counters() {
         OUTBOX_RESENT_TOTAL,
     ] {
         metrics::counter!(counter).increment(0);
+    }
+    for reason in ["queue_full", "export_failed"] {
+        metrics::counter!(OTEL_SPANS_DROPPED_TOTAL, "reason" => reason).increment(0);
     }
 }

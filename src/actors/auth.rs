@@ -7,6 +7,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use actix::prelude::*;
+use tracing::Instrument;
 
 use super::{ask, count_restart, guarded, MAILBOX_CAPACITY};
 use crate::authenticator::Authenticator;
@@ -150,6 +151,7 @@ impl AuthActor {
     async fn hash(&self, password: String) -> Result<String, AppError> {
         self.hasher
             .send(HashPassword { password })
+            .instrument(crate::telemetry::spans::password("hash"))
             .await
             .map_err(|_| AppError::Unavailable("password hasher"))?
     }
@@ -157,6 +159,7 @@ impl AuthActor {
     async fn verify(&self, password: String, hash: String) -> Result<bool, AppError> {
         self.hasher
             .send(VerifyPassword { password, hash })
+            .instrument(crate::telemetry::spans::password("verify"))
             .await
             .map_err(|_| AppError::Unavailable("password hasher"))
     }
@@ -354,7 +357,7 @@ impl Handler<GetUser> for AuthActor {
 /// Sends to the auth actor with backlog accounting (used by handlers).
 pub async fn ask_auth<M, T>(addr: &Addr<AuthActor>, msg: M) -> Result<T, AppError>
 where
-    AuthActor: Handler<M>,
+    AuthActor: Handler<crate::actors::traced::Traced<M>>,
     M: Message<Result = Result<T, AppError>> + Send + 'static,
     T: Send + 'static,
 {

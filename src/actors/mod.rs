@@ -12,6 +12,7 @@ pub mod inventory;
 pub mod mailer;
 pub mod order;
 pub mod sqs_poller;
+pub mod traced;
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
@@ -19,6 +20,7 @@ use std::panic::AssertUnwindSafe;
 use actix::dev::ToEnvelope;
 use actix::prelude::*;
 use futures_util::FutureExt;
+use tracing::Instrument;
 
 use crate::error::AppError;
 use crate::metrics::{ACTOR_MAILBOX_BACKLOG, ACTOR_RESTARTS_TOTAL};
@@ -27,7 +29,8 @@ use crate::metrics::{ACTOR_MAILBOX_BACKLOG, ACTOR_RESTARTS_TOTAL};
 /// back-pressure on the senders instead of unbounded memory.
 pub const MAILBOX_CAPACITY: usize = 4096;
 
-/// Wraps a handler's future: a panic inside it answers `Internal` and restarts the actor.
+/// Wraps a handler's future: a panic inside it answers `Internal` and restarts the actor. The
+/// future runs in the span current when the handler made it (the sender's, see [`traced`]).
 pub fn guarded<A, T, F>(
     actor_name: &'static str,
     fut: F,
@@ -37,6 +40,7 @@ where
     F: Future<Output = Result<T, AppError>> + 'static,
     T: 'static,
 {
+    let fut = fut.instrument(tracing::Span::current());
     Box::pin(actix::fut::wrap_future::<_, A>(AssertUnwindSafe(fut).catch_unwind()).map(
         move |outcome, _actor, ctx| match outcome {
             Ok(result) => result,
@@ -62,16 +66,17 @@ pub fn count_restart(actor_name: &'static str) {
 
 /// Sends a message and waits for the reply, keeping `actor_mailbox_backlog` up to date. A
 /// mailbox that is gone (the actor is restarting) is a 503, not a 500: a retry will succeed.
+/// The message goes with the current span, so the actor's work joins the caller's trace.
 pub async fn ask<A, M, T>(actor_name: &'static str, addr: &Addr<A>, msg: M) -> Result<T, AppError>
 where
-    A: Actor + Handler<M>,
-    A::Context: ToEnvelope<A, M>,
+    A: Actor + Handler<traced::Traced<M>>,
+    A::Context: ToEnvelope<A, traced::Traced<M>>,
     M: Message<Result = Result<T, AppError>> + Send + 'static,
     T: Send + 'static,
 {
     let backlog = metrics::gauge!(ACTOR_MAILBOX_BACKLOG, "actor" => actor_name);
     backlog.increment(1.0);
-    let reply = addr.send(msg).await;
+    let reply = addr.send(traced::Traced::current(msg)).await;
     backlog.decrement(1.0);
     reply.map_err(|e| {
         tracing::warn!(actor = actor_name, error = %e, "actor mailbox unavailable");
@@ -104,6 +109,8 @@ mod tests {
     struct Work {
         panic: bool,
     }
+
+    super::traced::traced_handlers!(Fragile: Work);
 
     impl Handler<Work> for Fragile {
         type Result = ResponseActFuture<Self, Result<u32, AppError>>;

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use tokio::sync::{oneshot, watch};
+use tracing::Instrument;
 
 use super::order::{self, OrderActor};
 use super::{ask, count_restart};
@@ -20,6 +21,7 @@ use crate::messages::order::{ProcessOrder, ProcessOrders};
 use crate::messages::sqs_poller::{Poll, StopPolling};
 use crate::metrics::*;
 use crate::queue::{OrderMessage, Queue, ReceivedMessage, MAX_BATCH};
+use crate::telemetry;
 
 pub const NAME: &str = "sqs_poller";
 const ERROR_BACKOFF: Duration = Duration::from_secs(1);
@@ -166,16 +168,21 @@ async fn poll_once(
         return Ok(());
     }
     metrics::counter!(QUEUE_MESSAGES_RECEIVED_TOTAL).increment(messages.len() as u64);
-    let receipts = process_batch(queue.as_ref(), &orders, &settings, &messages).await;
-    if !receipts.is_empty() {
-        match backend_call("queue", "delete", queue.delete_batch(&receipts)).await {
-            Ok(()) => {
-                metrics::counter!(QUEUE_MESSAGES_DELETED_TOTAL).increment(receipts.len() as u64)
+    let process = telemetry::worker::consume_spans(&messages);
+    async {
+        let receipts = process_batch(queue.as_ref(), &orders, &settings, &messages).await;
+        if !receipts.is_empty() {
+            match backend_call("queue", "delete", queue.delete_batch(&receipts)).await {
+                Ok(()) => {
+                    metrics::counter!(QUEUE_MESSAGES_DELETED_TOTAL).increment(receipts.len() as u64)
+                }
+                // Processing is idempotent: the messages come back and are acknowledged again.
+                Err(e) => tracing::warn!(error = %e, "could not delete processed messages"),
             }
-            // Processing is idempotent: the messages come back and are acknowledged again.
-            Err(e) => tracing::warn!(error = %e, "could not delete processed messages"),
         }
     }
+    .instrument(process)
+    .await;
     Ok(())
 }
 

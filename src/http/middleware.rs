@@ -1,6 +1,7 @@
 //! Cross-cutting HTTP concerns in one pass: request id (accepted from `X-Request-Id` or made,
 //! and returned), a tracing span per request, one log line per request, request metrics by
-//! route template, and security headers.
+//! route template, security headers, and the server span of the trace (parent from the
+//! client's `traceparent`, trace id returned in `traceresponse`).
 
 use std::time::Instant;
 
@@ -14,6 +15,7 @@ use tracing::Instrument;
 use super::context::{self, RequestContext};
 use super::extract::RequestId;
 use crate::metrics::{HTTP_REQUESTS_IN_FLIGHT, HTTP_REQUESTS_TOTAL, HTTP_REQUEST_DURATION_SECONDS};
+use crate::telemetry;
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 const API_CSP: &str = "default-src 'none'; frame-ancestors 'none'";
@@ -65,8 +67,22 @@ pub async fn observe(
     let route = req.match_pattern().unwrap_or_else(|| UNMATCHED.into());
     let path = req.path().to_string();
     let is_docs = path.starts_with("/api-docs");
-    let span =
-        tracing::info_span!("request", request_id = %request_id, method = %method, route = %route);
+    let span = tracing::info_span!(
+        "request",
+        request_id = %request_id,
+        method = %method,
+        route = %route,
+        otel.name = tracing::field::Empty,
+        otel.kind = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
+        http.request.method = tracing::field::Empty,
+        http.route = tracing::field::Empty,
+        http.response.status_code = tracing::field::Empty,
+    );
+    let traced = telemetry::spans::enabled();
+    if traced {
+        telemetry::http::server_span(&span, &req, &method, &route);
+    }
     let in_flight = metrics::gauge!(HTTP_REQUESTS_IN_FLIGHT);
     in_flight.increment(1.0);
 
@@ -104,8 +120,15 @@ pub async fn observe(
         )
     });
 
+    if traced {
+        telemetry::http::record_status(&span, status.as_u16());
+    }
+
     let mut res = result?;
     let headers = res.headers_mut();
+    if traced {
+        telemetry::http::trace_headers(&span, headers);
+    }
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         headers.insert(REQUEST_ID, v);
     }

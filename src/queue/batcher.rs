@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
-use super::{Queue, MAX_BATCH};
+use super::{OutgoingMessage, Queue, TraceCarrier, MAX_BATCH};
 use crate::error::BackendError;
 
 type Reply = oneshot::Sender<Result<(), BackendError>>;
@@ -47,7 +47,7 @@ impl Batching {
 
 #[derive(Clone)]
 pub struct SendBatcher {
-    tx: mpsc::Sender<(String, Reply)>,
+    tx: mpsc::Sender<(OutgoingMessage, Reply)>,
 }
 
 impl SendBatcher {
@@ -58,11 +58,16 @@ impl SendBatcher {
         SendBatcher { tx }
     }
 
-    /// Sends one body in the next batch and waits until that batch was sent.
+    /// Sends one body in the next batch and waits until that batch was sent. The message
+    /// carries the context of the current span (the queue send's), for the worker to join.
     pub async fn send(&self, body: String) -> Result<(), BackendError> {
         let (reply, outcome) = oneshot::channel();
+        let message = OutgoingMessage {
+            body,
+            trace: TraceCarrier::of(&tracing::Span::current()),
+        };
         self.tx
-            .send((body, reply))
+            .send((message, reply))
             .await
             .map_err(|_| BackendError::unavailable("queue", "the send batcher stopped"))?;
         outcome
@@ -71,7 +76,11 @@ impl SendBatcher {
     }
 }
 
-async fn run(queue: Arc<dyn Queue>, mut rx: mpsc::Receiver<(String, Reply)>, batching: Batching) {
+async fn run(
+    queue: Arc<dyn Queue>,
+    mut rx: mpsc::Receiver<(OutgoingMessage, Reply)>,
+    batching: Batching,
+) {
     let in_flight = Arc::new(Semaphore::new(batching.in_flight.max(1)));
     while let Some(first) = rx.recv().await {
         // A free slot before the batch is collected: while every slot is busy, messages gather
@@ -91,8 +100,8 @@ async fn run(queue: Arc<dyn Queue>, mut rx: mpsc::Receiver<(String, Reply)>, bat
         }
         let queue = queue.clone();
         tokio::spawn(async move {
-            let (bodies, replies): (Vec<String>, Vec<Reply>) = batch.into_iter().unzip();
-            let outcome = queue.send_batch(&bodies).await;
+            let (messages, replies): (Vec<OutgoingMessage>, Vec<Reply>) = batch.into_iter().unzip();
+            let outcome = queue.send_messages(&messages).await;
             drop(permit);
             for reply in replies {
                 let _ = reply.send(outcome.clone());
@@ -118,8 +127,8 @@ mod tests {
         async fn ping(&self) -> QueueResult<()> {
             Ok(())
         }
-        async fn send_batch(&self, bodies: &[String]) -> QueueResult<()> {
-            self.batches.lock().unwrap().push(bodies.len());
+        async fn send_messages(&self, messages: &[OutgoingMessage]) -> QueueResult<()> {
+            self.batches.lock().unwrap().push(messages.len());
             Ok(())
         }
         async fn receive(

@@ -5,6 +5,7 @@
 pub mod batcher;
 pub mod sqlite;
 pub mod sqs;
+mod sqs_attributes;
 
 use std::time::Duration;
 
@@ -13,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::Id;
 use crate::error::BackendError;
+pub use crate::telemetry::propagation::TraceCarrier;
 
 pub type QueueResult<T> = Result<T, BackendError>;
 
@@ -26,6 +28,15 @@ pub struct ReceivedMessage {
     pub body: String,
     /// 1 on the first delivery.
     pub receive_count: u32,
+    /// The trace context of the send, so processing joins the sender's trace.
+    pub trace: TraceCarrier,
+}
+
+/// A message to send: its body, and the trace context it travels with.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct OutgoingMessage {
+    pub body: String,
+    pub trace: TraceCarrier,
 }
 
 /// Messages sitting in the queue, as far as the backend can tell.
@@ -39,8 +50,19 @@ pub struct QueueDepth {
 #[async_trait]
 pub trait Queue: Send + Sync + 'static {
     async fn ping(&self) -> QueueResult<()>;
-    /// Sends up to [`MAX_BATCH`] bodies in one call.
-    async fn send_batch(&self, bodies: &[String]) -> QueueResult<()>;
+    /// Sends up to [`MAX_BATCH`] messages in one call.
+    async fn send_messages(&self, messages: &[OutgoingMessage]) -> QueueResult<()>;
+    /// Sends up to [`MAX_BATCH`] bodies without trace context (tests, tools).
+    async fn send_batch(&self, bodies: &[String]) -> QueueResult<()> {
+        let messages: Vec<OutgoingMessage> = bodies
+            .iter()
+            .map(|body| OutgoingMessage {
+                body: body.clone(),
+                trace: TraceCarrier::default(),
+            })
+            .collect();
+        self.send_messages(&messages).await
+    }
     /// Waits up to `wait` for at least one message, and returns up to `max` of them, each hidden
     /// for `visibility`.
     async fn receive(

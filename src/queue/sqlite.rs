@@ -21,7 +21,9 @@ use rand::Rng;
 use rusqlite::params;
 use tokio::time::Instant;
 
-use super::{Queue, QueueDepth, QueueResult, ReceivedMessage, MAX_BATCH};
+use super::{
+    OutgoingMessage, Queue, QueueDepth, QueueResult, ReceivedMessage, TraceCarrier, MAX_BATCH,
+};
 use crate::error::BackendError;
 use crate::store::sqlite::SqliteDb;
 
@@ -92,8 +94,8 @@ impl SqliteQueue {
             .write(move |c| {
                 let now = now_millis();
                 let mut next_due = c.prepare_cached(
-                    "SELECT id, message_id, body, receive_count, sent_at FROM queue_messages \
-                     WHERE visible_at <= ?1 ORDER BY visible_at, id LIMIT ?2",
+                    "SELECT id, message_id, body, receive_count, sent_at, traceparent, tracestate \
+                     FROM queue_messages WHERE visible_at <= ?1 ORDER BY visible_at, id LIMIT ?2",
                 )?;
                 let mut hide = c.prepare_cached(
                     "UPDATE queue_messages \
@@ -115,9 +117,13 @@ impl SqliteQueue {
                 let mut delivered: Vec<i64> = Vec::with_capacity(max);
                 loop {
                     let wanted = max - received.len() + delivered.len();
-                    let due: Vec<(i64, String, String, u32, i64)> = next_due
+                    let due: Vec<(i64, String, String, u32, i64, TraceCarrier)> = next_due
                         .query_map(params![now, wanted as i64], |r| {
-                            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+                            let trace = TraceCarrier {
+                                traceparent: r.get(5)?,
+                                tracestate: r.get(6)?,
+                            };
+                            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, trace))
                         })?
                         .filter(|row| !matches!(row, Ok((id, ..)) if delivered.contains(id)))
                         .collect::<rusqlite::Result<_>>()?;
@@ -125,7 +131,7 @@ impl SqliteQueue {
                         break;
                     }
                     let mut dead_lettered = false;
-                    for (id, message_id, body, count, sent_at) in due {
+                    for (id, message_id, body, count, sent_at, trace) in due {
                         if received.len() == max {
                             break;
                         }
@@ -144,6 +150,7 @@ impl SqliteQueue {
                             receipt_handle,
                             body,
                             receive_count: count + 1,
+                            trace,
                         });
                     }
                     // Look again only to fill the places of messages just dead-lettered.
@@ -167,7 +174,7 @@ impl Queue for SqliteQueue {
             .map_err(as_queue)
     }
 
-    async fn send_batch(&self, bodies: &[String]) -> QueueResult<()> {
+    async fn send_messages(&self, bodies: &[OutgoingMessage]) -> QueueResult<()> {
         if bodies.is_empty() {
             return Ok(());
         }
@@ -187,11 +194,12 @@ impl Queue for SqliteQueue {
                 let now = now_millis();
                 let mut insert = c.prepare_cached(
                     "INSERT INTO queue_messages \
-                     (message_id, body, receive_count, visible_at, sent_at) \
-                     VALUES (?1, ?2, 0, ?3, ?3)",
+                     (message_id, body, receive_count, visible_at, sent_at, traceparent, tracestate) \
+                     VALUES (?1, ?2, 0, ?3, ?3, ?4, ?5)",
                 )?;
-                for body in bodies {
-                    insert.execute(params![random_hex(), body, now])?;
+                for m in bodies {
+                    let trace = m.trace;
+                    insert.execute(params![random_hex(), m.body, now, trace.traceparent, trace.tracestate])?;
                 }
                 Ok(())
             })

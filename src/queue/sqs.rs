@@ -23,7 +23,8 @@ use aws_sdk_sqs::types::{
 };
 use aws_sdk_sqs::Client;
 
-use super::{Queue, QueueDepth, QueueResult, ReceivedMessage, MAX_BATCH};
+use super::sqs_attributes::{trace_attributes, trace_of, TRACEPARENT, TRACESTATE};
+use super::{OutgoingMessage, Queue, QueueDepth, QueueResult, ReceivedMessage, MAX_BATCH};
 use crate::aws::{emulator_credentials, https_client, load_sdk_config, sdk_error};
 use crate::config::AwsConfig;
 use crate::error::BackendError;
@@ -211,7 +212,7 @@ impl Queue for SqsQueue {
         Ok(())
     }
 
-    async fn send_batch(&self, bodies: &[String]) -> QueueResult<()> {
+    async fn send_messages(&self, bodies: &[OutgoingMessage]) -> QueueResult<()> {
         match bodies {
             [] => Ok(()),
             [body] => {
@@ -219,7 +220,8 @@ impl Queue for SqsQueue {
                 self.client
                     .send_message()
                     .queue_url(&self.queue_url)
-                    .message_body(body)
+                    .message_body(&body.body)
+                    .set_message_attributes(trace_attributes(&body.trace))
                     .send()
                     .await
                     .map_err(queue_error("SendMessage"))?;
@@ -239,7 +241,8 @@ impl Queue for SqsQueue {
                     .map(|(i, body)| {
                         SendMessageBatchRequestEntry::builder()
                             .id(i.to_string())
-                            .message_body(body)
+                            .message_body(&body.body)
+                            .set_message_attributes(trace_attributes(&body.trace))
                             .build()
                             .map_err(|e| BackendError::other(BACKEND, e))
                     })
@@ -293,6 +296,8 @@ impl Queue for SqsQueue {
             .wait_time_seconds(whole_seconds(wait, MAX_WAIT))
             .visibility_timeout(whole_seconds(visibility, MAX_VISIBILITY))
             .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
+            .message_attribute_names(TRACEPARENT)
+            .message_attribute_names(TRACESTATE)
             .send()
             .await
             .map_err(queue_error("ReceiveMessage"))?;
@@ -311,6 +316,7 @@ impl Queue for SqsQueue {
                     message_id: m.message_id.unwrap_or_default(),
                     // A message without a handle could never be deleted; SQS always sends one.
                     receipt_handle: m.receipt_handle?,
+                    trace: trace_of(m.message_attributes.as_ref()),
                     body: m.body.unwrap_or_default(),
                     receive_count,
                 })

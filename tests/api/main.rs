@@ -25,3 +25,4 @@ mod products;
 mod resilience;
 mod scale_out;
 mod security;
+mod traces;

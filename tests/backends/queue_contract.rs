@@ -9,7 +9,9 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use order_service::queue::{Queue, QueueDepth, ReceivedMessage, MAX_BATCH};
+use order_service::queue::{
+    OutgoingMessage, Queue, QueueDepth, ReceivedMessage, TraceCarrier, MAX_BATCH,
+};
 
 /// Receives before a message is dead-lettered, on both implementations.
 const MAX_RECEIVES: u32 = 2;
@@ -259,6 +261,37 @@ async fn extending_visibility_keeps_a_message_hidden(queue: &dyn Queue) {
     assert_eq!((again.body.as_str(), again.receive_count), ("slow", 2));
 }
 
+/// The trace context travels beside the body (SQS message attributes; columns of the embedded
+/// queue), one message with both fields, one with only `traceparent`, one with none, in one
+/// batch and alone.
+async fn a_messages_trace_context_travels_with_it(queue: &dyn Queue) {
+    let traced = |body: &str, state: Option<&str>| OutgoingMessage {
+        body: body.to_string(),
+        trace: TraceCarrier {
+            traceparent: Some(format!(
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b{}-01",
+                body.len()
+            )),
+            tracestate: state.map(str::to_string),
+        },
+    };
+    queue
+        .send_messages(&[traced("ab", Some("vendor=x")), traced("abc", None)])
+        .await
+        .unwrap();
+    queue.send_batch(&bodies(["plain"])).await.unwrap();
+    queue
+        .send_messages(&[traced("alone", Some("k=v"))])
+        .await
+        .unwrap();
+    let got = receive_n(queue, 4, HOUR).await;
+    let trace_of = |body: &str| got.iter().find(|m| m.body == body).unwrap().trace.clone();
+    assert_eq!(trace_of("ab"), traced("ab", Some("vendor=x")).trace);
+    assert_eq!(trace_of("abc"), traced("abc", None).trace);
+    assert_eq!(trace_of("plain"), TraceCarrier::default());
+    assert_eq!(trace_of("alone"), traced("alone", Some("k=v")).trace);
+}
+
 /// Generates one `#[tokio::test]` per contract function for each implementation.
 macro_rules! queue_contract {
     ($($test:ident),* $(,)?) => {
@@ -295,6 +328,7 @@ queue_contract!(
     an_empty_long_poll_waits_then_returns_nothing,
     depth_counts_visible_and_in_flight_messages,
     extending_visibility_keeps_a_message_hidden,
+    a_messages_trace_context_travels_with_it,
 );
 
 fn sqlite_queue() -> (order_service::queue::sqlite::SqliteQueue, tempfile::TempDir) {

@@ -1,5 +1,5 @@
 //! Real servers for tests, started as child processes on free ports with throwaway data:
-//! FerretDB (MongoDB wire protocol), redis-server, and moto (SQS and SES).
+//! FerretDB (MongoDB wire protocol), redis-server, moto (SQS and SES), and Jaeger (traces).
 //!
 //! Each `start()` returns `None` with a visible "SKIPPED" line when the server is not installed,
 //! or panics instead when `REQUIRE_BACKENDS=1` (CI), so a missing server can never pass silently.
@@ -7,6 +7,7 @@
 #![allow(dead_code)]
 
 pub mod ferretdb;
+pub mod jaeger;
 pub mod moto;
 pub mod redis;
 

@@ -11,6 +11,7 @@ use crate::error::AppError;
 use crate::messages::order::{CancelOrder, ProcessOrder};
 use crate::metrics::*;
 use crate::store::TransitionOutcome;
+use crate::telemetry::spans;
 
 impl OrderActor {
     /// Applies one conditional transition and keeps cache and metrics in step.
@@ -27,6 +28,7 @@ impl OrderActor {
             self.orders
                 .transition_order(order_id, from, to, reason, crate::domain::now()),
         )
+        .instrument(spans::transition(from.as_str(), to.as_str(), 1))
         .await?;
         if let TransitionOutcome::Moved(order) = &outcome {
             self.moved(order, from).await;
@@ -49,6 +51,7 @@ impl OrderActor {
             self.orders
                 .transition_orders(&ids, from, to, crate::domain::now()),
         )
+        .instrument(spans::transition(from.as_str(), to.as_str(), ids.len()))
         .await?;
         let orders: Vec<(bool, Option<Order>)> = outcomes
             .into_iter()

@@ -6,6 +6,7 @@ use crate::cache::order_key;
 use crate::domain::{Id, Order};
 use crate::error::AppError;
 use crate::metrics::*;
+use crate::telemetry::spans::cache_call;
 
 impl OrderActor {
     /// Writes the order's current state to the cache after a change, so no read shows the old
@@ -13,11 +14,11 @@ impl OrderActor {
     pub(super) async fn cache_order(&self, order: &Order) {
         let key = order_key(order.id);
         let json = serde_json::to_string(order).expect("orders serialise");
-        if let Err(e) = self.cache.set(&key, &json, self.cache_ttl).await {
+        if let Err(e) = cache_call("set", self.cache.set(&key, &json, self.cache_ttl)).await {
             metrics::counter!(CACHE_ERRORS_TOTAL, "cache" => "order", "operation" => "set")
                 .increment(1);
             tracing::warn!(error = %e, order_id = %order.id, "order cache write failed; invalidating");
-            if self.cache.delete(&key).await.is_err() {
+            if cache_call("delete", self.cache.delete(&key)).await.is_err() {
                 metrics::counter!(CACHE_ERRORS_TOTAL, "cache" => "order", "operation" => "delete")
                     .increment(1);
             }
@@ -27,7 +28,7 @@ impl OrderActor {
     /// Reads an order through the cache; the store answers when the cache misses or fails.
     pub(super) async fn load_order(&self, id: Id) -> Result<Option<Order>, AppError> {
         let key = order_key(id);
-        match self.cache.get(&key).await {
+        match cache_call("get", self.cache.get(&key)).await {
             Ok(Some(json)) => match serde_json::from_str::<Order>(&json) {
                 Ok(order) => {
                     metrics::counter!(CACHE_HITS_TOTAL, "cache" => "order").increment(1);

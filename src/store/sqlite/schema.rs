@@ -7,7 +7,8 @@ use crate::error::BackendError;
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how many ran. Append new
 /// steps, never edit a released one: databases in the field already ran it.
-pub(super) const MIGRATIONS: &[&str] = &[r#"
+pub(super) const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE IF NOT EXISTS users (
     id            TEXT PRIMARY KEY,
     email         TEXT NOT NULL UNIQUE,
@@ -101,7 +102,14 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     sent_at       INTEGER NOT NULL,
     moved_at      INTEGER NOT NULL
 );
-"#];
+"#,
+    // The trace context of each queued message (W3C traceparent/tracestate; NULL when tracing
+    // was off), as SQS carries it in message attributes beside the body.
+    r#"
+ALTER TABLE queue_messages ADD COLUMN traceparent TEXT;
+ALTER TABLE queue_messages ADD COLUMN tracestate TEXT;
+"#,
+];
 
 pub(super) fn migrate(conn: &mut Connection) -> Result<(), BackendError> {
     // IMMEDIATE so that two processes starting together do not both run the same step: the

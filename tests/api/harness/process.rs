@@ -99,6 +99,12 @@ impl ServerEnv {
         for var in BACKEND_VARS.iter().chain(OWNED_VARS.iter()) {
             cmd.env_remove(var);
         }
+        // Nor the developer's OpenTelemetry settings: a test that wants traces sets its own.
+        for (var, _) in std::env::vars_os() {
+            if var.to_string_lossy().starts_with("OTEL_") {
+                cmd.env_remove(var);
+            }
+        }
         cmd.env("DATA_DIR", &self.data_dir)
             .env("PORT", "0")
             .env("HOST", "127.0.0.1")

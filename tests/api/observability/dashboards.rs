@@ -237,7 +237,7 @@ pub fn check_rules(rules: &[Rule], dashboards: &[Dashboard], failures: &mut Vec<
 /// The provisioning files are YAML, which this test can not parse without a new dependency;
 /// it checks the lines the docker-compose setup depends on.
 pub fn check_provisioning(repo: &Path, failures: &mut Vec<String>) {
-    let wanted: [(&str, &[&str]); 2] = [
+    let wanted: [(&str, &[&str]); 4] = [
         (
             "grafana/provisioning/datasources/prometheus.yml",
             &[
@@ -249,6 +249,15 @@ pub fn check_provisioning(repo: &Path, failures: &mut Vec<String>) {
         (
             "grafana/provisioning/dashboards/dashboards.yml",
             &["type: file", "path: /var/lib/grafana/dashboards"],
+        ),
+        (
+            "grafana/provisioning/datasources/jaeger.yml",
+            &["uid: jaeger", "type: jaeger", "url: http://jaeger:16686"],
+        ),
+        // The services export their traces to the Jaeger the data source reads.
+        (
+            "docker-compose.yml",
+            &["jaeger:", "OTEL_EXPORTER_OTLP_ENDPOINT: http://jaeger:4318"],
         ),
     ];
     for (file, lines) in wanted {
