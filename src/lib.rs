@@ -18,6 +18,7 @@ pub mod messages;
 pub mod metrics;
 pub mod password;
 pub mod queue;
+pub mod round_trips;
 pub mod seed;
 pub mod store;
 pub mod telemetry;

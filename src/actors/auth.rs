@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use actix::prelude::*;
 
-use super::{ask, count_restart, guarded, MAILBOX_CAPACITY};
+use super::{ask, count_restart, guarded_as, MAILBOX_CAPACITY};
 use crate::authenticator::Authenticator;
 use crate::domain::{Email, Id, Role, User};
 use crate::error::{AppError, BackendError};
@@ -18,6 +18,7 @@ use crate::metrics::{
     PASSWORD_HASH_SECONDS,
 };
 use crate::password::{hash_password, PasswordArena};
+use crate::round_trips::WorkPath;
 use crate::store::{Accounts, RotateOutcome, Session};
 use crate::throttle::LoginThrottle;
 use crate::tokens::{new_token_id, TokenService};
@@ -164,7 +165,7 @@ impl Handler<Register> for AuthActor {
     type Result = ResponseActFuture<Self, Result<Authenticated, AppError>>;
     fn handle(&mut self, msg: Register, _: &mut Context<Self>) -> Self::Result {
         let this = self.clone();
-        guarded(NAME, async move {
+        guarded_as(NAME, WorkPath::Request, async move {
             let password_hash = this.hash(msg.password).await?;
             let user = User {
                 id: Id::new(),
@@ -194,7 +195,7 @@ impl Handler<Login> for AuthActor {
     type Result = ResponseActFuture<Self, Result<Authenticated, AppError>>;
     fn handle(&mut self, msg: Login, _: &mut Context<Self>) -> Self::Result {
         let this = self.clone();
-        guarded(NAME, async move {
+        guarded_as(NAME, WorkPath::Request, async move {
             if let Err(limited) = this.throttle.check(&msg.email, msg.client_ip).await {
                 metrics::counter!(AUTH_LOGINS_TOTAL, "outcome" => "rate_limited").increment(1);
                 tracing::warn!("login refused: rate limited");
@@ -241,7 +242,7 @@ impl Handler<Refresh> for AuthActor {
     type Result = ResponseActFuture<Self, Result<Authenticated, AppError>>;
     fn handle(&mut self, msg: Refresh, _: &mut Context<Self>) -> Self::Result {
         let this = self.clone();
-        guarded(NAME, async move {
+        guarded_as(NAME, WorkPath::Request, async move {
             let refused = |outcome: &'static str| {
                 metrics::counter!(AUTH_TOKEN_REFRESHES_TOTAL, "outcome" => outcome).increment(1);
                 AppError::Unauthenticated("the refresh token is invalid, expired or already used")
@@ -298,7 +299,7 @@ impl Handler<Logout> for AuthActor {
     type Result = ResponseActFuture<Self, Result<(), AppError>>;
     fn handle(&mut self, msg: Logout, _: &mut Context<Self>) -> Self::Result {
         let this = self.clone();
-        guarded(NAME, async move {
+        guarded_as(NAME, WorkPath::Request, async move {
             backend_call(
                 "store",
                 "revoke_session",
@@ -316,7 +317,7 @@ impl Handler<GetUser> for AuthActor {
     type Result = ResponseActFuture<Self, Result<User, AppError>>;
     fn handle(&mut self, msg: GetUser, _: &mut Context<Self>) -> Self::Result {
         let accounts = self.accounts.clone();
-        guarded(NAME, async move {
+        guarded_as(NAME, WorkPath::Request, async move {
             backend_call("store", "find_user", accounts.find_user(msg.user_id))
                 .await?
                 .ok_or(AppError::NotFound("user"))
