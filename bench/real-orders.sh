@@ -4,10 +4,13 @@
 # other: start-up and background jobs), SQS and SES requests, and the CPU of the service and of
 # FerretDB (which was the saturated process on this server). Uses bench/run's helpers.
 
-# series NAME FILTER: the sum of NAME's series whose labels contain FILTER.
+# The load generator's own setup inside the phase (registering and logging in its users,
+# creating its products) is not order work: its commands are left out of the per-order counts.
+setup_commands='collection="users",command="insert"|collection="sessions"|collection="products",command="insert"'
+# series NAME FILTER: the sum of NAME's series whose labels contain FILTER (setup left out).
 series() {
-  metrics 2>/dev/null | awk -v name="$1" -v filter="$2" \
-    'index($1, name "{") == 1 && index($1, filter) > 0 { sum += $2 } END { printf "%d\n", sum }'
+  metrics 2>/dev/null | awk -v name="$1" -v filter="$2" -v setup="$setup_commands" \
+    'index($1, name "{") == 1 && index($1, filter) > 0 && $1 !~ setup { sum += $2 } END { printf "%d\n", sum }'
 }
 # ticks PID: user + system CPU of a process, in clock ticks.
 ticks() {
@@ -36,6 +39,8 @@ round_trips() {
     echo "service_ticks=$(ticks "$service_pid")"
     echo "at=$(date +%s.%N)"
   } >"$1"
+  # The breakdown by collection and command, for reading after the run.
+  metrics 2>/dev/null | grep '^mongodb_commands_total{' >"$1.commands" || true
 }
 # delta KEY: how much KEY grew during the phase.
 delta() {
@@ -49,7 +54,7 @@ per_order() {
   local orders sum=0 k
   orders="$(delta orders)"
   for k in "$@"; do sum="$(calc "%.6f" "$sum + $(delta "$k")")"; done
-  calc "%.2f" "$orders > 0 ? $sum / $orders : 0"
+  calc "%.2f" "($orders > 0 ? $sum / $orders : 0)"
 }
 
 round_trips "$out/real-before.counters"
@@ -58,7 +63,7 @@ settle
 round_trips "$out/real-after.counters"
 
 hz="$(getconf CLK_TCK)"
-orders_done="$(delta orders)"
+orders_done="$(calc "%.0f" "$(delta orders)")"
 mongo_all="$(calc "%.0f" "$(delta mongo_request) + $(delta mongo_worker) + $(delta mongo_lock) + $(delta mongo_other)")"
 # A build without the command counter (the "before" of an A/B run) still has FerretDB's count.
 [ "$mongo_all" = 0 ] && mongo_all="$(calc "%.0f" "$(delta ferretdb_commands)")"
@@ -83,9 +88,9 @@ row() { printf '%-58s %17s   %s\n' "$1" "$2" "$3"; }
   row "    as FerretDB counted them (any build)" "$(per_order ferretdb_commands)" ""
   row "SQS + SES requests per order" "$(per_order sqs ses)" "<= 1"
   row "    SQS / SES" "$(per_order sqs) / $(per_order ses)" ""
-  row "service CPU ms per order" "$(calc "%.1f" "$orders_done > 0 ? 1000 * $(delta service_ticks) / $hz / $orders_done : 0")" ""
+  row "service CPU ms per order" "$(calc "%.1f" "($orders_done > 0 ? 1000 * $(delta service_ticks) / $hz / $orders_done : 0)")" ""
   row "FerretDB CPU % of one core (phase and drain)" "$(calc "%.0f" "100 * $ferret_cpu_s / $elapsed")" ""
-  row "FerretDB CPU ms per command" "$(calc "%.2f" "$mongo_all > 0 ? 1000 * $ferret_cpu_s / $mongo_all : 0")" ""
+  row "FerretDB CPU ms per command" "$(calc "%.2f" "($mongo_all > 0 ? 1000 * $ferret_cpu_s / $mongo_all : 0)")" ""
   echo
   echo "orders counted: $orders_done (the phase's warm-up included, after the worker drained them)"
   echo

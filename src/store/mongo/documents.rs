@@ -15,7 +15,7 @@ use crate::domain::{
 use crate::error::BackendError;
 use crate::store::{IdempotencyRecord, Session, StoreResult};
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub(super) struct UserDoc {
     #[serde(rename = "_id")]
