@@ -8,6 +8,8 @@
 # Every server started is recorded in `backend_pids`, for the caller's cleanup.
 
 backend_pids=()
+ferretdb_pid=""
+ferretdb_debug=""
 
 free_port() {
   python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
@@ -64,11 +66,15 @@ start_real_backends() {
       mongodb)
         bin="$(backend_bin FERRETDB_BIN "$HOME/.cache/order-service/bin/ferretdb" ferretdb)" || return 1
         port="$(free_port)"
+        # Its debug address serves its own metrics: the commands it was sent, counted on the
+        # server's side (bench/real-orders.sh), so builds without a command counter compare too.
+        ferretdb_debug="127.0.0.1:$(free_port)"
         mkdir -p "$dir/ferretdb"
         "$bin" --handler=sqlite --sqlite-url="file:$dir/ferretdb/" --listen-addr="127.0.0.1:$port" \
-          --state-dir="$dir/ferretdb" --debug-addr=- --telemetry=disable --log-level=warn \
+          --state-dir="$dir/ferretdb" --debug-addr="$ferretdb_debug" --telemetry=disable --log-level=warn \
           >"$logs/ferretdb.log" 2>&1 &
         backend_pids+=($!)
+        ferretdb_pid=$! # its CPU per command is what bounds the orders/s on this server
         wait_for_port "$port" FerretDB || return 1
         export MONGODB_URI="mongodb://127.0.0.1:$port/order_service_bench"
         ;;

@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod password;
 pub mod queue;
 pub mod refresh_reuse;
+pub mod round_trips;
 pub mod seed;
 pub mod store;
 pub mod telemetry;

@@ -21,6 +21,9 @@ pub const ORDERS_FAILED_TOTAL: &str = "orders_failed_total";
 pub const ORDERS_CANCELLED_TOTAL: &str = "orders_cancelled_total";
 pub const ORDERS_SHED_TOTAL: &str = "orders_shed_total";
 pub const SQS_REQUESTS_TOTAL: &str = "sqs_requests_total";
+pub const SES_REQUESTS_TOTAL: &str = "ses_requests_total";
+/// Every command sent to MongoDB, by collection, command and path (`crate::round_trips`).
+pub const MONGODB_COMMANDS_TOTAL: &str = "mongodb_commands_total";
 /// From the order's creation to its completion, as the customer waits for it.
 pub const ORDER_COMPLETION_SECONDS: &str = "order_completion_seconds";
 pub const STOCK_RESERVATION_FAILURES_TOTAL: &str = "stock_reservation_failures_total";
@@ -121,6 +124,14 @@ fn describe() {
     describe_counter!(
         SQS_REQUESTS_TOTAL,
         "SQS API requests by operation (SQS bills and throttles per request)"
+    );
+    describe_counter!(
+        SES_REQUESTS_TOTAL,
+        "SES API requests by operation (SES bills and rate-limits per request)"
+    );
+    describe_counter!(
+        MONGODB_COMMANDS_TOTAL,
+        "MongoDB commands sent, by collection, command and path (request, worker, lock, other)"
     );
     describe_counter!(
         ORDERS_SHED_TOTAL,

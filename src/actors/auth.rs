@@ -9,7 +9,7 @@ use std::time::Instant;
 use actix::prelude::*;
 use tracing::Instrument;
 
-use super::{ask, count_restart, guarded, MAILBOX_CAPACITY};
+use super::{ask, count_restart, guarded_as, MAILBOX_CAPACITY};
 use crate::authenticator::Authenticator;
 use crate::domain::{Email, Id, Role, User};
 use crate::error::{AppError, BackendError};
@@ -20,6 +20,7 @@ use crate::metrics::{
 };
 use crate::password::{hash_password, PasswordArena};
 use crate::refresh_reuse::{RefreshReuse, Successor};
+use crate::round_trips::WorkPath;
 use crate::store::{Accounts, RotateOutcome, Session};
 use crate::throttle::LoginThrottle;
 use crate::tokens::{new_token_id, TokenService};
@@ -169,7 +170,7 @@ impl Handler<Register> for AuthActor {
     type Result = ResponseActFuture<Self, Result<Authenticated, AppError>>;
     fn handle(&mut self, msg: Register, _: &mut Context<Self>) -> Self::Result {
         let this = self.clone();
-        guarded(NAME, async move {
+        guarded_as(NAME, WorkPath::Request, async move {
             let password_hash = this.hash(msg.password).await?;
             let user = User {
                 id: Id::new(),
@@ -199,7 +200,7 @@ impl Handler<Login> for AuthActor {
     type Result = ResponseActFuture<Self, Result<Authenticated, AppError>>;
     fn handle(&mut self, msg: Login, _: &mut Context<Self>) -> Self::Result {
         let this = self.clone();
-        guarded(NAME, async move {
+        guarded_as(NAME, WorkPath::Request, async move {
             if let Err(limited) = this.throttle.admit(&msg.email, msg.client_ip).await {
                 metrics::counter!(AUTH_LOGINS_TOTAL, "outcome" => "rate_limited").increment(1);
                 tracing::warn!("login refused: rate limited");
@@ -244,7 +245,7 @@ impl Handler<Refresh> for AuthActor {
     type Result = ResponseActFuture<Self, Result<Authenticated, AppError>>;
     fn handle(&mut self, msg: Refresh, _: &mut Context<Self>) -> Self::Result {
         let this = self.clone();
-        guarded(NAME, async move {
+        guarded_as(NAME, WorkPath::Request, async move {
             let refused = |outcome: &'static str| {
                 metrics::counter!(AUTH_TOKEN_REFRESHES_TOTAL, "outcome" => outcome).increment(1);
                 AppError::Unauthenticated("the refresh token is invalid, expired or already used")
@@ -327,7 +328,7 @@ impl Handler<Logout> for AuthActor {
     type Result = ResponseActFuture<Self, Result<(), AppError>>;
     fn handle(&mut self, msg: Logout, _: &mut Context<Self>) -> Self::Result {
         let this = self.clone();
-        guarded(NAME, async move {
+        guarded_as(NAME, WorkPath::Request, async move {
             // Both steps are idempotent, so a retry after a 503 completes the logout.
             backend_call(
                 "store",
@@ -346,7 +347,7 @@ impl Handler<GetUser> for AuthActor {
     type Result = ResponseActFuture<Self, Result<User, AppError>>;
     fn handle(&mut self, msg: GetUser, _: &mut Context<Self>) -> Self::Result {
         let accounts = self.accounts.clone();
-        guarded(NAME, async move {
+        guarded_as(NAME, WorkPath::Request, async move {
             backend_call("store", "find_user", accounts.find_user(msg.user_id))
                 .await?
                 .ok_or(AppError::NotFound("user"))

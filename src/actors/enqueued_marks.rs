@@ -14,6 +14,7 @@ use tokio::sync::mpsc;
 
 use crate::domain::Id;
 use crate::metrics::backend_call;
+use crate::round_trips::{self, WorkPath};
 use crate::store::Orders;
 
 /// Most ids in one store call.
@@ -28,7 +29,8 @@ impl EnqueuedMarks {
     /// Starts the marking task on the current runtime; it ends when the last handle is dropped.
     pub fn start(orders: Arc<dyn Orders>) -> EnqueuedMarks {
         let (ids, inbox) = mpsc::unbounded_channel();
-        tokio::spawn(run(orders, inbox));
+        // The flags are the tail of placing an order, so their round trips count as requests'.
+        tokio::spawn(round_trips::scope(WorkPath::Request, run(orders, inbox)));
         EnqueuedMarks { ids }
     }
 

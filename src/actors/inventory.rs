@@ -6,11 +6,12 @@ use std::sync::Arc;
 
 use actix::prelude::*;
 
-use super::{count_restart, guarded, MAILBOX_CAPACITY};
+use super::{count_restart, guarded_as, MAILBOX_CAPACITY};
 use crate::domain::{Id, Page};
 use crate::error::AppError;
 use crate::messages::inventory::*;
 use crate::metrics::{backend_call, STOCK_RESERVATION_FAILURES_TOTAL};
+use crate::round_trips::WorkPath;
 use crate::store::{Catalogue, ReserveOutcome};
 
 pub const NAME: &str = "inventory";
@@ -36,7 +37,7 @@ impl Handler<ListProducts> for InventoryActor {
     type Result = ResponseActFuture<Self, Result<Page<crate::domain::Product>, AppError>>;
     fn handle(&mut self, msg: ListProducts, _: &mut Context<Self>) -> Self::Result {
         let catalogue = self.catalogue.clone();
-        guarded(NAME, async move {
+        guarded_as(NAME, WorkPath::Request, async move {
             let (items, total) =
                 backend_call("store", "list_products", catalogue.list_products(msg.page)).await?;
             Ok(Page::new(items, msg.page, total))
@@ -48,7 +49,7 @@ impl Handler<GetProduct> for InventoryActor {
     type Result = ResponseActFuture<Self, Result<crate::domain::Product, AppError>>;
     fn handle(&mut self, msg: GetProduct, _: &mut Context<Self>) -> Self::Result {
         let catalogue = self.catalogue.clone();
-        guarded(NAME, async move {
+        guarded_as(NAME, WorkPath::Request, async move {
             backend_call("store", "find_product", catalogue.find_product(msg.id))
                 .await?
                 .ok_or(AppError::NotFound("product"))
@@ -60,7 +61,7 @@ impl Handler<CreateProduct> for InventoryActor {
     type Result = ResponseActFuture<Self, Result<crate::domain::Product, AppError>>;
     fn handle(&mut self, msg: CreateProduct, _: &mut Context<Self>) -> Self::Result {
         let catalogue = self.catalogue.clone();
-        guarded(NAME, async move {
+        guarded_as(NAME, WorkPath::Request, async move {
             let product = backend_call(
                 "store",
                 "insert_product",
@@ -77,7 +78,7 @@ impl Handler<UpdateProduct> for InventoryActor {
     type Result = ResponseActFuture<Self, Result<crate::domain::Product, AppError>>;
     fn handle(&mut self, msg: UpdateProduct, _: &mut Context<Self>) -> Self::Result {
         let catalogue = self.catalogue.clone();
-        guarded(NAME, async move {
+        guarded_as(NAME, WorkPath::Request, async move {
             let product = backend_call(
                 "store",
                 "update_product",
@@ -98,7 +99,7 @@ impl Handler<ReserveStock> for InventoryActor {
     >;
     fn handle(&mut self, msg: ReserveStock, _: &mut Context<Self>) -> Self::Result {
         let catalogue = self.catalogue.clone();
-        guarded(NAME, async move {
+        guarded_as(NAME, WorkPath::Request, async move {
             match backend_call(
                 "store",
                 "reserve_stock",
@@ -124,7 +125,7 @@ impl Handler<ReleaseStock> for InventoryActor {
     type Result = ResponseActFuture<Self, Result<(), AppError>>;
     fn handle(&mut self, msg: ReleaseStock, _: &mut Context<Self>) -> Self::Result {
         let catalogue = self.catalogue.clone();
-        guarded(NAME, async move {
+        guarded_as(NAME, WorkPath::Request, async move {
             backend_call(
                 "store",
                 "release_stock",

@@ -24,6 +24,7 @@ use tracing::Instrument;
 
 use crate::error::AppError;
 use crate::metrics::{ACTOR_MAILBOX_BACKLOG, ACTOR_RESTARTS_TOTAL};
+use crate::round_trips::{self, WorkPath};
 
 /// Mailbox size of each actor: deep enough for bursts, bounded so overload turns into
 /// back-pressure on the senders instead of unbounded memory.
@@ -56,6 +57,21 @@ where
             }
         },
     ))
+}
+
+/// [`guarded`], with the handler's backend round trips counted as part of `path` (the actor's
+/// mailbox is a task boundary, so the sender's mark does not reach the handler's future).
+pub fn guarded_as<A, T, F>(
+    actor_name: &'static str,
+    path: WorkPath,
+    fut: F,
+) -> ResponseActFuture<A, Result<T, AppError>>
+where
+    A: Actor<Context = Context<A>>,
+    F: Future<Output = Result<T, AppError>> + 'static,
+    T: 'static,
+{
+    guarded(actor_name, round_trips::scope(path, fut))
 }
 
 /// Counts a supervisor restart; called from each actor's `Supervised::restarting`.

@@ -16,6 +16,7 @@ use super::context::{self, RequestContext};
 use super::extract::RequestId;
 use crate::metrics::{HTTP_REQUESTS_IN_FLIGHT, HTTP_REQUESTS_TOTAL, HTTP_REQUEST_DURATION_SECONDS};
 use crate::telemetry;
+use crate::round_trips::{self, WorkPath};
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 const API_CSP: &str = "default-src 'none'; frame-ancestors 'none'";
@@ -90,9 +91,8 @@ pub async fn observe(
         request_id: request_id.clone(),
         path,
     };
-    let result = context::scope(ctx, next.call(req))
-        .instrument(span.clone())
-        .await;
+    let handled = round_trips::scope(WorkPath::Request, next.call(req));
+    let result = context::scope(ctx, handled).instrument(span.clone()).await;
     in_flight.decrement(1.0);
 
     let status = match &result {

@@ -29,13 +29,14 @@ use super::admission::Admission;
 use super::enqueued_marks::EnqueuedMarks;
 use super::inventory::InventoryActor;
 use super::mailer::MailerActor;
-use super::{count_restart, guarded, MAILBOX_CAPACITY};
+use super::{count_restart, guarded_as, MAILBOX_CAPACITY};
 use crate::cache::Cache;
 use crate::domain::{Order, Page};
 use crate::error::AppError;
 use crate::messages::order::*;
 use crate::metrics::*;
 use crate::queue::batcher::SendBatcher;
+use crate::round_trips::WorkPath;
 use crate::store::{Accounts, Idempotency, Orders};
 use crate::tokens::Principal;
 
@@ -91,7 +92,7 @@ impl Handler<CreateOrder> for OrderActor {
             return Box::pin(actix::fut::ready(Err(AppError::Overloaded)));
         };
         let this = self.clone();
-        guarded(NAME, async move {
+        guarded_as(NAME, WorkPath::Request, async move {
             let placed = this.create(msg).await;
             drop(permit);
             placed
@@ -103,7 +104,7 @@ impl Handler<GetOrder> for OrderActor {
     type Result = ResponseActFuture<Self, Result<Order, AppError>>;
     fn handle(&mut self, msg: GetOrder, _: &mut Context<Self>) -> Self::Result {
         let this = self.clone();
-        guarded(NAME, async move {
+        guarded_as(NAME, WorkPath::Request, async move {
             this.load_order(msg.order_id)
                 .await?
                 .filter(|o| o.user_id == msg.principal.user_id || msg.principal.is_admin())
@@ -116,7 +117,7 @@ impl Handler<ListOrders> for OrderActor {
     type Result = ResponseActFuture<Self, Result<Page<Order>, AppError>>;
     fn handle(&mut self, msg: ListOrders, _: &mut Context<Self>) -> Self::Result {
         let orders = self.orders.clone();
-        guarded(NAME, async move {
+        guarded_as(NAME, WorkPath::Request, async move {
             let principal: Principal = msg.principal;
             let (found, total) = backend_call(
                 "store",
@@ -132,7 +133,7 @@ impl Handler<ListOrders> for OrderActor {
 impl Handler<CancelOrder> for OrderActor {
     type Result = ResponseActFuture<Self, Result<Order, AppError>>;
     fn handle(&mut self, msg: CancelOrder, _: &mut Context<Self>) -> Self::Result {
-        guarded(NAME, self.clone().cancel(msg))
+        guarded_as(NAME, WorkPath::Request, self.clone().cancel(msg))
     }
 }
 
@@ -140,6 +141,8 @@ impl Handler<ProcessOrders> for OrderActor {
     type Result = ResponseActFuture<Self, Result<Vec<Result<(), AppError>>, AppError>>;
     fn handle(&mut self, msg: ProcessOrders, _: &mut Context<Self>) -> Self::Result {
         let this = self.clone();
-        guarded(NAME, async move { Ok(this.process_all(&msg.0).await) })
+        guarded_as(NAME, WorkPath::Worker, async move {
+            Ok(this.process_all(&msg.0).await)
+        })
     }
 }

@@ -3,8 +3,11 @@
 
 use chrono::{DateTime, Utc};
 
+use std::collections::HashMap;
+
 use async_trait::async_trait;
 use bson::doc;
+use futures_util::TryStreamExt;
 
 use super::documents::*;
 use super::errors::db_error;
@@ -36,6 +39,30 @@ impl Accounts for MongoStore {
             .map_err(db_error)?
             .map(user_from_doc)
             .transpose()
+    }
+
+    /// One `find` by `_id` for all of them (the recipients of a batch's emails), instead of one
+    /// per user.
+    async fn find_users(&self, ids: &[Id]) -> StoreResult<Vec<Option<User>>> {
+        let oids: Vec<_> = ids.iter().map(|id| id.object_id()).collect();
+        let found: HashMap<_, UserDoc> = self
+            .users
+            .find(doc! { "_id": { "$in": &oids } })
+            .await
+            .map_err(db_error)?
+            .try_collect::<Vec<_>>()
+            .await
+            .map_err(db_error)?
+            .into_iter()
+            .map(|d| (d.id, d))
+            .collect();
+        // A user asked for twice is answered twice.
+        oids.iter()
+            .map(|oid| match found.get(oid) {
+                Some(d) => user_from_doc(d.clone()).map(Some),
+                None => Ok(None),
+            })
+            .collect()
     }
 
     async fn find_user_by_email(&self, email: &Email) -> StoreResult<Option<User>> {

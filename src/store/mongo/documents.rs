@@ -15,7 +15,7 @@ use crate::domain::{
 use crate::error::BackendError;
 use crate::store::{IdempotencyRecord, Session, StoreResult};
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub(super) struct UserDoc {
     #[serde(rename = "_id")]
@@ -96,6 +96,10 @@ pub(super) struct OrderDoc {
     /// Products whose stock this order has claimed to give back (see `return_order_stock`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub(super) returned_products: Vec<ObjectId>,
+    /// The batch transition that last moved the order (see `transition_orders`): how a batch
+    /// tells the orders it moved from those someone else did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) moved_by: Option<ObjectId>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -249,6 +253,7 @@ pub(super) fn order_to_doc(o: &Order) -> OrderDoc {
         enqueued: false,
         stock_returned: None,
         returned_products: vec![],
+        moved_by: None,
     }
 }
 

@@ -3,6 +3,7 @@
 
 use mongodb::error::{ErrorKind, WriteFailure};
 
+use super::write_lock::LockUnavailable;
 use crate::error::BackendError;
 
 pub(super) const BACKEND: &str = "database";
@@ -18,6 +19,10 @@ pub(super) const DUPLICATE_KEY: i32 = 11000;
 /// Unreachable or timed out is worth a retry (503); a uniqueness violation is the caller's
 /// business; anything else is a bug, a refused command or damaged data.
 pub(super) fn db_error(e: mongodb::error::Error) -> BackendError {
+    if let Some(lock) = e.get_custom::<LockUnavailable>() {
+        // The write was never sent: the server's lock could not be had (see `write_lock`).
+        return BackendError::unavailable(BACKEND, lock);
+    }
     let duplicate = match e.kind.as_ref() {
         ErrorKind::Write(WriteFailure::WriteError(w)) => w.code == DUPLICATE_KEY,
         ErrorKind::Command(c) => c.code == DUPLICATE_KEY,

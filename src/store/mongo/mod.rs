@@ -6,8 +6,9 @@
 //!
 //! Concurrency and compensation choices:
 //!
-//! - **Stock is reserved line by line with conditional decrements** (`stock >= qty` in the
-//!   filter of a `findAndModify`), so stock can never go below zero however many processes
+//! - **Stock is reserved with conditional decrements** (`stock >= qty` in the filter: a
+//!   `findAndModify` for one line, one ordered `update` command for all the lines of a longer
+//!   order, see `catalogue`), so stock can never go below zero however many processes
 //!   reserve at once. Lines are taken in product-id order, so concurrent reservations of the
 //!   same products queue on the first one rather than each holding what another needs. When a
 //!   line can not be taken, the lines already taken are given back (compensation) and the
@@ -32,8 +33,9 @@
 //! `update` as a read followed by a blind write of the whole document (FerretDB issue #3040):
 //! two concurrent updates of one document can both pass their filter, and the last write wins
 //! whole. Against it the store sends one write at a time among all the processes sharing the
-//! database, through a lock document (`write_lock`), and says so at connect; reads stay
-//! concurrent. On MongoDB every write goes straight through.
+//! database, under a lease on a lock document (`write_lock`: one acquisition per batch of
+//! writes, and never a write without it), and says so at connect; reads stay concurrent. On
+//! MongoDB every write goes straight through.
 //!
 //! Layout: one file per trait of `crate::store` (`accounts`, `catalogue`, `orders`,
 //! `idempotency`), each holding that aggregate's queries; beside them what they share: the
@@ -42,11 +44,14 @@
 //! (`write_lock`). This file connects and holds the collections.
 
 mod accounts;
+mod bulk;
 mod catalogue;
+mod command_counter;
 mod documents;
 mod errors;
 mod idempotency;
 mod indexes;
+mod insert_batcher;
 mod orders;
 mod write_lock;
 
@@ -65,6 +70,7 @@ use crate::error::BackendError;
 use crate::store::{StoreHealth, StoreResult};
 use documents::*;
 use errors::{db_error, redact, BACKEND};
+use insert_batcher::InsertBatcher;
 use write_lock::Writes;
 
 /// Used when the URI names no database, so `mongodb://host` works out of the box.
@@ -89,6 +95,8 @@ pub struct MongoStore {
     /// Straight through, or serialised on servers whose updates are not atomic (FerretDB 1.x,
     /// see the module comment).
     writes: Writes,
+    /// Concurrent orders' inserts, sent together (`insert_batcher`).
+    order_inserts: InsertBatcher,
 }
 
 impl std::fmt::Debug for MongoStore {
@@ -124,6 +132,7 @@ impl MongoStore {
         options
             .app_name
             .get_or_insert_with(|| "order-service".to_owned());
+        options.command_event_handler = Some(command_counter::handler());
         let name = options
             .default_database
             .clone()
@@ -134,7 +143,10 @@ impl MongoStore {
         // the first request.
         ping(&db).await?;
         let writes = Writes::for_server(&db).await?;
+        command_counter::register(writes.serialised());
+        let order_inserts = InsertBatcher::start(db.collection("orders"), writes.clone());
         let mut store = MongoStore {
+            order_inserts,
             users: db.collection("users"),
             sessions: db.collection("sessions"),
             products: db.collection("products"),
@@ -160,7 +172,10 @@ impl MongoStore {
     }
 
     /// Runs one write as the server needs it (see `write_lock`).
-    async fn write<F: IntoFuture>(&self, op: F) -> F::Output {
+    async fn write<F, T>(&self, op: F) -> Result<T, mongodb::error::Error>
+    where
+        F: IntoFuture<Output = Result<T, mongodb::error::Error>>,
+    {
         self.writes.run(op).await
     }
 }

@@ -6,9 +6,14 @@ use chrono::{DateTime, Utc};
 use mongodb::options::ReturnDocument;
 
 use async_trait::async_trait;
+use std::collections::HashMap;
+
 use bson::doc;
+use bson::oid::ObjectId;
+use futures_util::future::try_join_all;
 use futures_util::TryStreamExt;
 
+use super::bulk::insert_many_outcomes;
 use super::documents::*;
 use super::errors::command_code;
 use super::errors::db_error;
@@ -127,10 +132,7 @@ impl MongoStore {
 #[async_trait]
 impl Orders for MongoStore {
     async fn insert_order(&self, order: &Order) -> StoreResult<()> {
-        self.write(self.orders.insert_one(order_to_doc(order)))
-            .await
-            .map_err(db_error)?;
-        Ok(())
+        self.order_inserts.insert(order_to_doc(order)).await
     }
 
     async fn find_order(&self, id: Id) -> StoreResult<Option<Order>> {
@@ -203,6 +205,100 @@ impl Orders for MongoStore {
                 ))
             }
         }
+    }
+
+    /// One `updateMany` and one `find` for the whole batch instead of a `findAndModify` per
+    /// order. The update stamps the orders it moves with a fresh token (`movedBy`), so the read
+    /// tells each order's outcome apart: moved by this batch, or refused (as it is). Transitions
+    /// that return stock go one by one, since each carries its own return.
+    async fn transition_orders(
+        &self,
+        ids: &[Id],
+        from: OrderStatus,
+        to: OrderStatus,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<TransitionOutcome>> {
+        if ids.len() < 2 || to.returns_stock() {
+            return try_join_all(
+                ids.iter()
+                    .map(|&id| self.transition_order(id, from, to, None, now)),
+            )
+            .await;
+        }
+        let token = ObjectId::new();
+        let oids: Vec<ObjectId> = ids.iter().map(|id| id.object_id()).collect();
+        self.write(self.orders.update_many(
+            doc! { "_id": { "$in": &oids }, "status": from.as_str() },
+            doc! { "$set": { "status": to.as_str(), "updatedAt": bson_time(now), "movedBy": token } },
+        ))
+        .await
+        .map_err(db_error)?;
+        let mut found: HashMap<ObjectId, OrderDoc> = self
+            .orders
+            .find(doc! { "_id": { "$in": &oids } })
+            .await
+            .map_err(db_error)?
+            .try_collect::<Vec<_>>()
+            .await
+            .map_err(db_error)?
+            .into_iter()
+            .map(|d| (d.id, d))
+            .collect();
+        oids.iter()
+            .map(|oid| {
+                let Some(d) = found.remove(oid) else {
+                    return Ok(TransitionOutcome::Refused(None));
+                };
+                // Moved by us and still where we put it; moved on since by someone else counts
+                // as refused, so only one caller ever acts on a transition.
+                let ours = d.moved_by == Some(token) && d.status == to.as_str();
+                let order = order_from_doc(d)?;
+                Ok(if ours {
+                    TransitionOutcome::Moved(order)
+                } else {
+                    TransitionOutcome::Refused(Some(order))
+                })
+            })
+            .collect()
+    }
+
+    /// One unordered `insertMany` for every claim: the unique index refuses the ones made
+    /// before, each on its own. All are made or none: when the batch fails, the claims it did
+    /// make are withdrawn (see the trait).
+    async fn claim_notifications(&self, claims: &[(Id, OrderStatus)]) -> StoreResult<Vec<bool>> {
+        if claims.len() < 2 {
+            let mut made = Vec::with_capacity(claims.len());
+            for &(order_id, status) in claims {
+                made.push(self.claim_notification(order_id, status).await?);
+            }
+            return Ok(made);
+        }
+        let now = bson_time(Utc::now());
+        let docs: Vec<NotificationDoc> = claims
+            .iter()
+            .map(|&(order_id, status)| NotificationDoc {
+                order_id: order_id.object_id(),
+                status: status.as_str().to_owned(),
+                claimed_at: now,
+            })
+            .collect();
+        let result = self
+            .write(self.notifications.insert_many(&docs).ordered(false))
+            .await;
+        let outcomes = insert_many_outcomes(result, docs.len())?;
+        if let Some(e) = outcomes
+            .iter()
+            .find_map(|o| o.as_ref().err().filter(|e| e.is_fault()))
+            .cloned()
+        {
+            for (&(order_id, status), outcome) in claims.iter().zip(&outcomes) {
+                if outcome.is_ok() {
+                    let _ = self.release_notification(order_id, status).await;
+                }
+            }
+            return Err(e);
+        }
+        Ok(outcomes.iter().map(Result::is_ok).collect())
     }
 
     async fn claim_notification(&self, order_id: Id, status: OrderStatus) -> StoreResult<bool> {

@@ -1,24 +1,59 @@
 //! The FerretDB write lock: how the store sends its writes on a server whose updates are not
 //! atomic. FerretDB 1.x applies `findAndModify` and `update` as a read followed by a blind
-//! write of the whole document (FerretDB issue #3040), so against it every write runs alone
+//! write of the whole document (FerretDB issue #3040), so against it writes run one at a time
 //! among all the processes sharing the database; on MongoDB writes go straight through.
 //! Everything about the lock is behind [`Writes`], so changing the strategy touches this file.
+//!
+//! What it costs, and why it is shaped so:
+//!
+//! - **One acquisition per batch of writes.** Within a process the writers queue on a tokio
+//!   mutex (fair, first come first served: waiting is a queue, not a sleep loop), so only one
+//!   task per process ever contends for the shared lease. The lease is kept while writers are
+//!   queued behind the one finishing, for at most `MAX_HOLD`, then given back so that other
+//!   processes get their turn; under load one insert and one delete cover many writes.
+//! - **Never a write without it.** A lease that can not be had within `LOCK_PATIENCE`, or a lock
+//!   command that fails, fails the write as `Unavailable` (a 503 `unavailable` to the client):
+//!   an unserialised write on this server can oversell or lose a transition.
+//! - **Renewed while held, judged by the holder's own clock.** The holder counts its lease from
+//!   the monotonic instant *before* it sent the command that took or renewed it, and sends no
+//!   write once half the lease has gone by without a renewal. While one write is in flight
+//!   the lease is renewed beside it. Another process never compares wall clocks: it declares a
+//!   lease dead only after watching the lock document stay unchanged (same owner, same renewal
+//!   count) for a whole `LEASE` on its own monotonic clock.
+//!
+//! Where it is not safe, plainly: leases assume clocks that run at the same rate and that no
+//! command is delayed in flight longer than half a lease (5 s). A holder stalled past that
+//! (a frozen VM) whose write then lands can overlap another holder's. On MongoDB none of this
+//! applies: there is no lock.
 
 use std::future::IntoFuture;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bson::{doc, Document};
-use chrono::{TimeDelta, Utc};
+use chrono::Utc;
 use mongodb::{Collection, Database};
+use tokio::time::Instant;
 
 use super::errors::db_error;
 use crate::error::BackendError;
+use crate::round_trips::{self, WorkPath};
 use crate::store::StoreResult;
 
 /// Warned about once per process, not once per connect.
 static NON_ATOMIC_WARNED: AtomicBool = AtomicBool::new(false);
+
+/// Why a write was not sent: carried in a driver error (`Error::custom`) so every call site's
+/// error mapping (`db_error`) turns it into `Unavailable`.
+#[derive(Debug, Clone)]
+pub(super) struct LockUnavailable(pub(super) String);
+
+impl std::fmt::Display for LockUnavailable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the FerretDB write lock is unavailable: {}", self.0)
+    }
+}
 
 /// How this process sends its writes to one database. Cloning is cheap; clones share the lock.
 #[derive(Clone)]
@@ -38,13 +73,20 @@ impl Writes {
             tracing::warn!(
                 server = %version,
                 "this server does not apply updates atomically (FerretDB issue #3040): \
-                 writes are serialised across processes with a lock document, which is \
-                 correct but slow; use MongoDB in production"
+                 writes are serialised across processes with a lease on a lock document, which \
+                 is correct but slow; use MongoDB in production"
             );
         }
-        Ok(Writes {
-            lock: Some(Arc::new(SharedWriteLock::new(db.collection("locks")))),
-        })
+        Ok(Writes::serialised_on(
+            db.collection("locks"),
+            Timing::default(),
+        ))
+    }
+
+    fn serialised_on(locks: Collection<Document>, timing: Timing) -> Writes {
+        Writes {
+            lock: Some(Arc::new(SharedWriteLock::new(locks, timing))),
+        }
     }
 
     /// True when writes are serialised because the server's updates are not atomic.
@@ -52,19 +94,16 @@ impl Writes {
         self.lock.is_some()
     }
 
-    /// Runs one write; alone among the writes of every process when the server needs that.
-    /// Reads never wait: they only see whole committed documents.
-    pub(super) async fn run<F: IntoFuture>(&self, op: F) -> F::Output {
+    /// Runs one write; alone among the writes of every process when the server needs that, and
+    /// not at all (an `Unavailable` error) when the lock can not be had. Reads never wait: they
+    /// only see whole committed documents.
+    pub(super) async fn run<F, T>(&self, op: F) -> Result<T, mongodb::error::Error>
+    where
+        F: IntoFuture<Output = Result<T, mongodb::error::Error>>,
+    {
         match &self.lock {
             None => op.await,
-            Some(lock) => {
-                let held = lock.acquire().await;
-                let out = op.await;
-                if let Ok(token) = held {
-                    lock.release(token).await;
-                }
-                out
-            }
+            Some(lock) => lock.run(op.into_future()).await,
         }
     }
 }
@@ -85,72 +124,268 @@ async fn non_atomic_server(db: &Database) -> StoreResult<Option<String>> {
         .map(str::to_owned))
 }
 
-/// A write lock shared by every process using one database, for servers whose updates are not
-/// atomic. Mutual exclusion comes from the one thing such servers do apply atomically: an
-/// insert refused by the unique `_id` (here, of the single lock document). A holder that dies
-/// leaves the lock to expire after `LEASE`, when another process removes it. The removal and
-/// the release are filtered deletes, which such a server may apply to a newer lock if the
-/// lease ran out in between: that needs a write to take longer than `LEASE`, and the
-/// consequence is one unserialised write. Within a process, a local mutex queues writers first
-/// so they do not all poll the database.
-struct SharedWriteLock {
-    local: tokio::sync::Mutex<()>,
-    locks: Collection<Document>,
+const LOCK_ID: &str = "writes";
+
+/// The lock's clock settings; shorter in tests.
+#[derive(Clone, Copy, Debug)]
+struct Timing {
+    /// How long a lease lasts without renewal. Others take it over after watching it unchanged
+    /// this long.
+    lease: Duration,
+    /// How long a write waits for the lease before it fails as unavailable.
+    patience: Duration,
+    /// How long a process keeps the lease for its queued writers before giving others a turn.
+    max_hold: Duration,
 }
 
-const LOCK_ID: &str = "writes";
-const LEASE: TimeDelta = TimeDelta::seconds(10);
-/// If the lock can not be had for this long, the write goes ahead unserialised (and says so)
-/// rather than the service stalling on a wedged lock.
-const LOCK_PATIENCE: Duration = Duration::from_secs(15);
+impl Default for Timing {
+    fn default() -> Self {
+        Timing {
+            lease: Duration::from_secs(10),
+            patience: Duration::from_secs(5),
+            max_hold: Duration::from_millis(100),
+        }
+    }
+}
+
+impl Timing {
+    /// The holder sends nothing under a lease older than this without renewing it first.
+    fn trusted(&self) -> Duration {
+        self.lease / 2
+    }
+
+    /// How often the lease is renewed beside a write in flight.
+    fn renew_every(&self) -> Duration {
+        self.lease / 4
+    }
+}
+
+/// The lease this process holds.
+struct Lease {
+    owner: String,
+    /// Bumped by every renewal, so that others can see the holder is alive without comparing
+    /// clocks.
+    renewals: i64,
+    /// When the command that took or last renewed the lease was sent (the holder's own clock).
+    since: Instant,
+    /// When this process took it, for `MAX_HOLD`.
+    taken: Instant,
+}
+
+/// What the process knows of the lock between writes.
+#[derive(Default)]
+struct LockState {
+    lease: Option<Lease>,
+    /// Another holder's lock document as last seen, and since when (our clock) it has not
+    /// changed: kept across writes, since a dead holder is only known after a whole lease.
+    watched: Option<(Document, Instant)>,
+}
+
+/// A write lock shared by every process using one database. Mutual exclusion comes from the
+/// one thing such servers do apply atomically: an insert refused by the unique `_id` (of the
+/// single lock document).
+struct SharedWriteLock {
+    locks: Collection<Document>,
+    /// One write at a time in this process, and the lease it holds between writes. Even under
+    /// the lease two writes of this process must not overlap, as they could touch one document.
+    state: tokio::sync::Mutex<LockState>,
+    /// Writers waiting for `state`: while there are some, the lease is kept for them.
+    queued: AtomicUsize,
+    timing: Timing,
+}
 
 impl SharedWriteLock {
-    fn new(locks: Collection<Document>) -> Self {
+    fn new(locks: Collection<Document>, timing: Timing) -> Self {
         SharedWriteLock {
-            local: tokio::sync::Mutex::new(()),
             locks,
+            state: tokio::sync::Mutex::new(LockState::default()),
+            queued: AtomicUsize::new(0),
+            timing,
         }
     }
 
-    /// Returns a token naming this holder, or an error when the lock could not be had (the
-    /// write then proceeds anyway, see `LOCK_PATIENCE`).
-    async fn acquire(&self) -> Result<(tokio::sync::MutexGuard<'_, ()>, String), ()> {
-        let local = self.local.lock().await;
-        let owner = hex::encode(rand::random::<[u8; 12]>());
-        let deadline = tokio::time::Instant::now() + LOCK_PATIENCE;
-        let mut pause = Duration::from_micros(500);
-        loop {
-            let now = Utc::now();
-            let lock = doc! { "_id": LOCK_ID, "owner": &owner, "expiresAt": bson::DateTime::from_millis((now + LEASE).timestamp_millis()) };
-            match self.locks.insert_one(lock).await.map_err(db_error) {
-                Ok(_) => return Ok((local, owner)),
-                Err(BackendError::Duplicate) => {
-                    // Held by another process; clear it only if its holder is long gone.
-                    let expired = doc! { "_id": LOCK_ID, "expiresAt": { "$lt": bson::DateTime::from_millis(now.timestamp_millis()) } };
-                    let _ = self.locks.delete_one(expired).await;
-                }
+    async fn run<F, T>(&self, op: F) -> Result<T, mongodb::error::Error>
+    where
+        F: std::future::Future<Output = Result<T, mongodb::error::Error>>,
+    {
+        self.queued.fetch_add(1, Ordering::AcqRel);
+        let mut state = self.state.lock().await;
+        self.queued.fetch_sub(1, Ordering::AcqRel);
+        let held = state.lease.take();
+        let lease = match self.ready_lease(held, &mut state.watched).await {
+            Ok(lease) => lease,
+            Err(e) => {
+                tracing::warn!(error = %e, "write refused: the write lock is unavailable");
+                return Err(mongodb::error::Error::custom(e));
+            }
+        };
+        let (out, lease, alive) = self.alongside_renewals(lease, op).await;
+        state.lease = if alive && self.keep(&lease) {
+            Some(lease)
+        } else {
+            // A lease we no longer trust is given back too: if the document is still ours,
+            // nobody has to wait a whole lease to see that we are gone.
+            self.release(lease).await;
+            None
+        };
+        out
+    }
+
+    /// Whether to keep the lease for the next writer of this process.
+    fn keep(&self, lease: &Lease) -> bool {
+        self.queued.load(Ordering::Acquire) > 0 && lease.taken.elapsed() < self.timing.max_hold
+    }
+
+    /// A lease good for a write: the one held if it is fresh, renewed if it is getting old, or
+    /// a new one.
+    async fn ready_lease(
+        &self,
+        held: Option<Lease>,
+        watched: &mut Option<(Document, Instant)>,
+    ) -> Result<Lease, LockUnavailable> {
+        if let Some(mut lease) = held {
+            if lease.since.elapsed() < self.timing.renew_every() {
+                return Ok(lease);
+            }
+            match self.renew(&mut lease).await {
+                Ok(true) => return Ok(lease),
+                Ok(false) => tracing::warn!("the write lock's lease was lost; taking it again"),
                 Err(e) => {
-                    tracing::warn!(error = %e, "write lock unavailable; writing without it");
-                    return Err(());
+                    tracing::warn!(error = %e, "the write lock's lease could not be renewed; taking it again")
                 }
             }
-            if tokio::time::Instant::now() >= deadline {
-                tracing::error!("write lock held too long; writing without it");
-                return Err(());
+            self.release(lease).await;
+        }
+        self.acquire(watched).await
+    }
+
+    /// Runs `op`, renewing the lease beside it for as long as it takes. Returns the lease, and
+    /// whether it is still ours.
+    async fn alongside_renewals<F, T>(&self, mut lease: Lease, op: F) -> (F::Output, Lease, bool)
+    where
+        F: std::future::Future<Output = Result<T, mongodb::error::Error>>,
+    {
+        let mut op = std::pin::pin!(op);
+        let mut alive = true;
+        loop {
+            let due = lease.since + self.timing.renew_every();
+            tokio::select! {
+                out = &mut op => return (out, lease, alive),
+                _ = tokio::time::sleep_until(due), if alive => {
+                    alive = matches!(self.renew(&mut lease).await, Ok(true));
+                    if !alive {
+                        tracing::error!("the write lock's lease could not be renewed during a write");
+                    }
+                }
             }
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(Duration::from_millis(20));
         }
     }
 
-    async fn release(&self, (local, owner): (tokio::sync::MutexGuard<'_, ()>, String)) {
-        if let Err(e) = self
-            .locks
-            .delete_one(doc! { "_id": LOCK_ID, "owner": owner })
-            .await
-        {
-            tracing::warn!(error = %db_error(e), "could not release the write lock; it expires by itself");
+    /// Extends the lease. `Ok(false)` when it is no longer ours (taken over), an error when it
+    /// is unknown.
+    async fn renew(&self, lease: &mut Lease) -> Result<bool, LockUnavailable> {
+        if lease.since.elapsed() >= self.timing.trusted() {
+            return Ok(false); // Too old to trust: others may already be taking it over.
         }
-        drop(local);
+        let sent = Instant::now();
+        let renewed = round_trips::scope(
+            WorkPath::Lock,
+            self.locks.update_one(
+                doc! { "_id": LOCK_ID, "owner": &lease.owner, "renewals": lease.renewals },
+                doc! { "$inc": { "renewals": 1 }, "$set": { "renewedAt": bson::DateTime::now() } },
+            ),
+        )
+        .await
+        .map_err(|e| LockUnavailable(db_error(e).to_string()))?;
+        if renewed.matched_count == 0 {
+            return Ok(false);
+        }
+        lease.renewals += 1;
+        lease.since = sent;
+        Ok(true)
+    }
+
+    /// Takes the lease: inserts the lock document, or waits until its holder gives it back or is
+    /// seen dead. Only one task per process is ever here (it holds `state`).
+    async fn acquire(
+        &self,
+        watched: &mut Option<(Document, Instant)>,
+    ) -> Result<Lease, LockUnavailable> {
+        round_trips::scope(WorkPath::Lock, async {
+            let owner = hex::encode(rand::random::<[u8; 12]>());
+            let deadline = Instant::now() + self.timing.patience;
+            let mut pause = Duration::from_micros(500);
+            loop {
+                let sent = Instant::now();
+                let lock = doc! {
+                    "_id": LOCK_ID,
+                    "owner": &owner,
+                    "renewals": 0_i64,
+                    // For people reading the database; no process decides anything by it.
+                    "takenAt": bson::DateTime::from_millis(Utc::now().timestamp_millis()),
+                };
+                match self.locks.insert_one(lock).await.map_err(db_error) {
+                    Ok(_) => {
+                        *watched = None;
+                        return Ok(Lease {
+                            owner,
+                            renewals: 0,
+                            since: sent,
+                            taken: sent,
+                        });
+                    }
+                    Err(BackendError::Duplicate) => {}
+                    Err(e) => return Err(LockUnavailable(e.to_string())),
+                }
+                // Held by someone: watch it until it is released (gone) or dead.
+                loop {
+                    if Instant::now() >= deadline {
+                        return Err(LockUnavailable(format!(
+                            "held by another process for over {:?}",
+                            self.timing.patience
+                        )));
+                    }
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_millis(5));
+                    let seen = self
+                        .locks
+                        .find_one(doc! { "_id": LOCK_ID })
+                        .projection(doc! { "owner": 1, "renewals": 1 })
+                        .await
+                        .map_err(|e| LockUnavailable(db_error(e).to_string()))?;
+                    let Some(seen) = seen else { break };
+                    match watched.as_ref() {
+                        Some((last, since)) if *last == seen => {
+                            if since.elapsed() >= self.timing.lease {
+                                // Unchanged for a whole lease on our clock: its holder is gone.
+                                tracing::warn!(
+                                    "taking over a write lock whose holder stopped renewing it"
+                                );
+                                self.locks
+                                    .delete_one(seen)
+                                    .await
+                                    .map_err(|e| LockUnavailable(db_error(e).to_string()))?;
+                                *watched = None;
+                                break;
+                            }
+                        }
+                        _ => *watched = Some((seen, Instant::now())),
+                    }
+                }
+            }
+        })
+        .await
+    }
+
+    async fn release(&self, lease: Lease) {
+        let released = round_trips::scope(
+            WorkPath::Lock,
+            self.locks
+                .delete_one(doc! { "_id": LOCK_ID, "owner": &lease.owner }),
+        )
+        .await;
+        if let Err(e) = released {
+            tracing::warn!(error = %db_error(e), "could not release the write lock; others take it over once its lease runs out");
+        }
     }
 }

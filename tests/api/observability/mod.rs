@@ -73,7 +73,11 @@ pub const ONLY_ON_FAILURE: [&str; 7] = [
 ];
 /// Metrics only a real backend this run does not use creates (it runs on the embedded ones).
 /// Their panels fall back to 0 the same way.
-pub const ONLY_ON_REAL_BACKENDS: [&str; 1] = ["sqs_requests_total"];
+pub const ONLY_ON_REAL_BACKENDS: [&str; 3] = [
+    "sqs_requests_total",
+    "ses_requests_total",
+    "mongodb_commands_total",
+];
 /// Series Prometheus itself makes for every target.
 pub const PROMETHEUS_METRICS: [&str; 1] = ["up"];
 

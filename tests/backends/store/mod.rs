@@ -61,6 +61,7 @@ mod health;
 mod idempotency;
 mod mongo_only;
 mod orders;
+mod write_lock;
 
 // --- Shared setup ---------------------------------------------------------------------------
 
@@ -150,6 +151,23 @@ pub(super) async fn placed_order(stores: &Stores, lines: &[(&Product, u32)]) -> 
     let order = order_for(Id::new(), lines, now());
     stores.orders.insert_order(&order).await.unwrap();
     order
+}
+
+/// One product insert, its outcome as the store answers it.
+pub(super) async fn catalogue_probe(
+    stores: &Stores,
+) -> Result<(), order_service::error::BackendError> {
+    let new = NewProduct {
+        name: "probe".into(),
+        description: "a write".into(),
+        price: Cents::price(100).unwrap(),
+        stock: 1,
+    };
+    stores
+        .catalogue
+        .insert_product(&new, Id::new(), now())
+        .await
+        .map(drop)
 }
 
 pub(super) fn page(page: u32, limit: u32) -> PageRequest {
