@@ -91,6 +91,7 @@ fn cors(origins: &[String]) -> Cors {
 
 /// Runs the process in `role` until SIGTERM or SIGINT, then shuts down gracefully.
 pub async fn run(config: Config, role: Role) -> anyhow::Result<()> {
+    crate::deadline::set_backend_timeout(config.backend_timeout);
     let prometheus = crate::metrics::install()?;
     let backends = crate::backends::build(&config).await?;
     let kinds = backends.kinds;

@@ -117,6 +117,8 @@ pub struct Config {
     pub trust_proxy_headers: bool,
     /// Order creations one process runs at once; more are shed with 503 `overloaded`.
     pub max_orders_in_flight: usize,
+    /// Bound on every backend call (`BACKEND_TIMEOUT`, see `deadline`).
+    pub backend_timeout: Duration,
 }
 
 /// Why the configuration was refused.
@@ -257,6 +259,8 @@ impl Config {
             }
         };
         let shutdown_timeout = r.duration("SHUTDOWN_TIMEOUT", Duration::from_secs(30));
+        let backend_timeout =
+            r.duration("BACKEND_TIMEOUT", crate::deadline::DEFAULT_BACKEND_TIMEOUT);
         let body_limit_bytes = r.parse("BODY_LIMIT_BYTES", 1_048_576usize, "a number of bytes");
         let cors_allowed_origins = r
             .get("CORS_ALLOWED_ORIGINS")
@@ -324,6 +328,7 @@ impl Config {
             login_limits,
             trust_proxy_headers,
             max_orders_in_flight,
+            backend_timeout,
         })
     }
 

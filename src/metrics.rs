@@ -195,7 +195,7 @@ fn describe() {
     );
 }
 
-/// Times one backend call and counts its failure.
+/// Times one backend call, bounds it by `BACKEND_TIMEOUT` and counts its failure.
 pub async fn backend_call<T, F>(
     backend: &'static str,
     operation: &'static str,
@@ -205,7 +205,8 @@ where
     F: Future<Output = Result<T, BackendError>>,
 {
     let started = Instant::now();
-    let result = call.await;
+    let bound = crate::deadline::backend_timeout();
+    let result = crate::deadline::within(backend, bound, call).await;
     metrics::histogram!(BACKEND_CALL_DURATION_SECONDS, "backend" => backend, "operation" => operation)
         .record(started.elapsed().as_secs_f64());
     // A refusal the caller expects (a duplicate key) is an answer, not a fault of the backend.

@@ -38,10 +38,15 @@ impl OrderActor {
     async fn resend_unqueued(&self) -> Result<(), AppError> {
         let before = crate::domain::now()
             - chrono::Duration::from_std(OUTBOX_GRACE).expect("small duration");
-        let ids = self.orders.unenqueued_orders(before, 100).await?;
+        let ids = backend_call(
+            "store",
+            "unenqueued_orders",
+            self.orders.unenqueued_orders(before, 100),
+        )
+        .await?;
         for id in ids {
             self.enqueue(id, None).await?;
-            self.orders.mark_enqueued(id).await?;
+            backend_call("store", "mark_enqueued", self.orders.mark_enqueued(id)).await?;
             metrics::counter!(OUTBOX_RESENT_TOTAL).increment(1);
             tracing::info!(order_id = %id, "outbox sent an order that was never queued");
         }

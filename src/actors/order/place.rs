@@ -151,7 +151,9 @@ impl OrderActor {
             }
             if matches!(e, BackendError::Duplicate) {
                 // A concurrent request with the same idempotency key stored it first.
-                if let Some(existing) = self.orders.find_order(order_id).await? {
+                if let Some(existing) =
+                    backend_call("store", "find_order", self.orders.find_order(order_id)).await?
+                {
                     return Ok(PlacedOrder {
                         order: existing,
                         replayed: true,

@@ -59,10 +59,18 @@ impl Writes {
             None => op.await,
             Some(lock) => {
                 let held = lock.acquire().await;
+                // A write cut short by `BACKEND_TIMEOUT` drops this future while it holds the
+                // lock: the guard gives the lock back then, or every process would wait out
+                // the lease (and, on a slow server, time out holding it again).
+                let mut unreleased = Unreleased {
+                    locks: lock.locks.clone(),
+                    owner: held.as_ref().ok().map(|(_, owner)| owner.clone()),
+                };
                 let out = op.await;
                 if let Ok(token) = held {
                     lock.release(token).await;
                 }
+                unreleased.owner = None;
                 out
             }
         }
@@ -103,6 +111,31 @@ const LEASE: TimeDelta = TimeDelta::seconds(10);
 /// If the lock can not be had for this long, the write goes ahead unserialised (and says so)
 /// rather than the service stalling on a wedged lock.
 const LOCK_PATIENCE: Duration = Duration::from_secs(15);
+
+/// The lock document of a holder whose write was dropped before it could release it.
+struct Unreleased {
+    locks: Collection<Document>,
+    owner: Option<String>,
+}
+
+impl Drop for Unreleased {
+    fn drop(&mut self) {
+        let (Some(owner), Ok(runtime)) = (self.owner.take(), tokio::runtime::Handle::try_current())
+        else {
+            return;
+        };
+        let locks = self.locks.clone();
+        // Bounded too: past the lease, another process removes the lock anyway.
+        let release = async move {
+            locks
+                .delete_one(doc! { "_id": LOCK_ID, "owner": owner })
+                .await
+        };
+        runtime.spawn(async move {
+            let _ = tokio::time::timeout(LEASE.to_std().unwrap_or_default(), release).await;
+        });
+    }
+}
 
 impl SharedWriteLock {
     fn new(locks: Collection<Document>) -> Self {
