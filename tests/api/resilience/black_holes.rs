@@ -90,3 +90,45 @@ async fn a_black_holed_database_answers_503_within_the_bound_and_recovers() {
         .await;
     drop(ferretdb);
 }
+
+/// The start of an `insert` command on the orders collection as BSON puts it on the wire (a
+/// string element: type 2, the key, the value's length with its NUL, the value).
+const INSERT_INTO_ORDERS: &[u8] = b"\x02insert\x00\x07\x00\x00\x00orders\x00";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_whose_insert_reply_was_lost_keeps_its_stock() {
+    let Some(ferretdb) = blocking(support::ferretdb::start).await else {
+        return;
+    };
+    let proxy = BlackHoleProxy::forward_to(([127, 0, 0, 1], ferretdb.port).into());
+    let uri = format!("mongodb://127.0.0.1:{}/{}", proxy.port, unique("lost"));
+    let env = ServerEnv::embedded(&[
+        ("MONGODB_URI", &uri),
+        ("BACKEND_TIMEOUT", "2s"),
+        ("QUEUE_VISIBILITY_TIMEOUT", "2s"),
+    ]);
+    let srv = TestServer::start(env, "serve").await;
+    let admin = srv.login_admin().await;
+    let pid = str_of(&srv.create_product(&admin, &unique("Lost"), 100, 10).await["id"]);
+    let user = srv.new_user().await;
+
+    // The insert reaches the database and is applied; only its reply is lost, so the service
+    // sees a timeout. Giving the stock back now would oversell: the order exists.
+    proxy.lose_the_reply_to(INSERT_INTO_ORDERS);
+    let r = srv.place_order_raw(&user, &order_body(&[(&pid, 3)])).await;
+    assert_eq!(
+        r.status,
+        201,
+        "the order was stored, so it is placed: {}",
+        r.ctx()
+    );
+    let id = str_of(&r.json()["id"]);
+    srv.poll_order_status_within(&user, &id, "completed", RECOVERY_DEADLINE)
+        .await;
+    assert_eq!(
+        srv.product_stock(&pid).await,
+        7,
+        "a completed order's stock stays taken"
+    );
+    drop(ferretdb);
+}
