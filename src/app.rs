@@ -165,6 +165,7 @@ pub async fn run(config: Config, role: Role) -> anyhow::Result<()> {
         outbox_busy: Arc::new(AtomicBool::new(false)),
         runs_outbox: true,
         admission: Admission::new(config.max_orders_in_flight),
+        stuck_after: config.queue.stuck_after,
     };
     let orders = {
         let actor = order_actor.clone();

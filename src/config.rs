@@ -81,6 +81,9 @@ pub struct QueueSettings {
     /// Time the fulfilment step of processing takes (0 by default): stands for the work a real
     /// deployment does there, and lets demos and fault tests see orders in `processing`.
     pub processing_time: Duration,
+    /// An order pending or processing unchanged this long is stranded and sent again
+    /// (`ORDER_STUCK_AFTER`).
+    pub stuck_after: Duration,
 }
 
 /// Login throttling (see `throttle`).
@@ -225,6 +228,7 @@ impl Config {
                 "a whole number of receives from 1",
             ),
             wait_time: r.duration("QUEUE_WAIT_TIME", Duration::from_secs(20)),
+            stuck_after: r.duration("ORDER_STUCK_AFTER", Duration::from_secs(600)),
             worker_concurrency: r.parse("WORKER_CONCURRENCY", 50usize, "a whole number from 1"),
             // The one duration that may be zero (the default: fulfilment takes no time).
             processing_time: match r.get("ORDER_PROCESSING_TIME") {

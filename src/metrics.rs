@@ -31,6 +31,8 @@ pub const QUEUE_MESSAGE_PROCESSING_SECONDS: &str = "queue_message_processing_sec
 /// Approximate number of messages by state (`visible`, `in_flight`, `dead_letter`).
 pub const QUEUE_DEPTH: &str = "queue_depth";
 pub const OUTBOX_RESENT_TOTAL: &str = "outbox_resent_total";
+/// Orders the stranded-order sweeper sent again (pending or processing past `ORDER_STUCK_AFTER`).
+pub const ORDERS_STRANDED_RESENT_TOTAL: &str = "orders_stranded_resent_total";
 
 pub const ACTOR_MAILBOX_BACKLOG: &str = "actor_mailbox_backlog";
 pub const ACTOR_RESTARTS_TOTAL: &str = "actor_restarts_total";
@@ -154,6 +156,10 @@ fn describe() {
     describe_counter!(
         OUTBOX_RESENT_TOTAL,
         "Orders whose queue message was re-sent by the outbox reconciler"
+    );
+    describe_counter!(
+        ORDERS_STRANDED_RESENT_TOTAL,
+        "Orders pending or processing past ORDER_STUCK_AFTER, sent again by the sweeper"
     );
     describe_gauge!(
         ACTOR_MAILBOX_BACKLOG,
@@ -291,6 +297,7 @@ fn register_failure_counters() {
         QUEUE_MESSAGES_DELETED_TOTAL,
         QUEUE_MESSAGES_DEAD_LETTERED_TOTAL,
         OUTBOX_RESENT_TOTAL,
+        ORDERS_STRANDED_RESENT_TOTAL,
     ] {
         metrics::counter!(counter).increment(0);
     }

@@ -27,6 +27,7 @@ mod crashes;
 mod idempotency;
 mod outages;
 mod redelivery;
+mod stranded;
 
 /// The embedded queue of `env`, opened from the test process as another producer would.
 fn open_queue(env: &ServerEnv, max_receives: u32) -> SqliteQueue {
