@@ -26,6 +26,7 @@ mod contention;
 mod crashes;
 mod idempotency;
 mod outages;
+mod readiness;
 mod redelivery;
 mod stranded;
 
