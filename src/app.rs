@@ -99,6 +99,7 @@ fn cors(origins: &[String]) -> Cors {
 
 /// Runs the process in `role` until SIGTERM or SIGINT, then shuts down gracefully.
 pub async fn run(config: Config, role: Role) -> anyhow::Result<()> {
+    crate::deadline::set_backend_timeout(config.backend_timeout);
     let prometheus = crate::metrics::install()?;
     let backends = crate::backends::build(&config).await?;
     let kinds = backends.kinds;
@@ -175,6 +176,7 @@ pub async fn run(config: Config, role: Role) -> anyhow::Result<()> {
         outbox_busy: Arc::new(AtomicBool::new(false)),
         runs_outbox: true,
         admission: Admission::new(config.max_orders_in_flight),
+        stuck_after: config.queue.stuck_after,
     };
     let orders = {
         let actor = order_actor.clone();

@@ -83,6 +83,9 @@ pub struct QueueSettings {
     /// Time the fulfilment step of processing takes (0 by default): stands for the work a real
     /// deployment does there, and lets demos and fault tests see orders in `processing`.
     pub processing_time: Duration,
+    /// An order pending or processing unchanged this long is stranded and sent again
+    /// (`ORDER_STUCK_AFTER`).
+    pub stuck_after: Duration,
 }
 
 /// Login throttling (see `throttle`).
@@ -123,6 +126,8 @@ pub struct Config {
     pub max_orders_in_flight: usize,
     /// OTLP trace export, when `OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT` is set.
     pub trace_export: Option<crate::telemetry::settings::TraceExport>,
+    /// Bound on every backend call (`BACKEND_TIMEOUT`, see `deadline`).
+    pub backend_timeout: Duration,
 }
 
 /// Why the configuration was refused.
@@ -234,6 +239,7 @@ impl Config {
                 "a whole number of receives from 1",
             ),
             wait_time: r.duration("QUEUE_WAIT_TIME", Duration::from_secs(20)),
+            stuck_after: r.duration("ORDER_STUCK_AFTER", Duration::from_secs(600)),
             worker_concurrency: r.parse("WORKER_CONCURRENCY", 50usize, "a whole number from 1"),
             // The one duration that may be zero (the default: fulfilment takes no time).
             processing_time: match r.get("ORDER_PROCESSING_TIME") {
@@ -272,6 +278,8 @@ impl Config {
             None
         });
         let shutdown_timeout = r.duration("SHUTDOWN_TIMEOUT", Duration::from_secs(30));
+        let backend_timeout =
+            r.duration("BACKEND_TIMEOUT", crate::deadline::DEFAULT_BACKEND_TIMEOUT);
         let body_limit_bytes = r.parse("BODY_LIMIT_BYTES", 1_048_576usize, "a number of bytes");
         let cors_allowed_origins = r
             .get("CORS_ALLOWED_ORIGINS")
@@ -347,6 +355,7 @@ impl Config {
             trust_proxy_headers,
             trust_proxy_hops,
             max_orders_in_flight,
+            backend_timeout,
         })
     }
 

@@ -9,6 +9,7 @@ pub mod aws;
 pub mod backends;
 pub mod cache;
 pub mod config;
+pub mod deadline;
 pub mod domain;
 pub mod duration;
 pub mod error;

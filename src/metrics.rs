@@ -36,6 +36,8 @@ pub const QUEUE_MESSAGE_PROCESSING_SECONDS: &str = "queue_message_processing_sec
 /// Approximate number of messages by state (`visible`, `in_flight`, `dead_letter`).
 pub const QUEUE_DEPTH: &str = "queue_depth";
 pub const OUTBOX_RESENT_TOTAL: &str = "outbox_resent_total";
+/// Orders the stranded-order sweeper sent again (pending or processing past `ORDER_STUCK_AFTER`).
+pub const ORDERS_STRANDED_RESENT_TOTAL: &str = "orders_stranded_resent_total";
 
 pub const ACTOR_MAILBOX_BACKLOG: &str = "actor_mailbox_backlog";
 pub const ACTOR_RESTARTS_TOTAL: &str = "actor_restarts_total";
@@ -172,6 +174,10 @@ fn describe() {
         OUTBOX_RESENT_TOTAL,
         "Orders whose queue message was re-sent by the outbox reconciler"
     );
+    describe_counter!(
+        ORDERS_STRANDED_RESENT_TOTAL,
+        "Orders pending or processing past ORDER_STUCK_AFTER, sent again by the sweeper"
+    );
     describe_gauge!(
         ACTOR_MAILBOX_BACKLOG,
         "Messages sent to an actor and not yet answered"
@@ -220,7 +226,8 @@ fn describe() {
     );
 }
 
-/// Times one backend call, counts its failure, and traces it as a span of its own.
+/// Times one backend call, bounds it by `BACKEND_TIMEOUT`, counts its failure, and traces it
+/// as a span of its own.
 pub async fn backend_call<T, F>(
     backend: &'static str,
     operation: &'static str,
@@ -231,7 +238,9 @@ where
 {
     let started = Instant::now();
     let span = crate::telemetry::spans::backend(backend, operation);
-    let result = tracing::Instrument::instrument(call, span.clone()).await;
+    let bound = crate::deadline::backend_timeout();
+    let bounded = crate::deadline::within(backend, bound, call);
+    let result = tracing::Instrument::instrument(bounded, span.clone()).await;
     crate::telemetry::spans::record_result(&span, &result);
     metrics::histogram!(BACKEND_CALL_DURATION_SECONDS, "backend" => backend, "operation" => operation)
         .record(started.elapsed().as_secs_f64());
@@ -317,6 +326,7 @@ fn register_failure_counters() {
         QUEUE_MESSAGES_DELETED_TOTAL,
         QUEUE_MESSAGES_DEAD_LETTERED_TOTAL,
         OUTBOX_RESENT_TOTAL,
+        ORDERS_STRANDED_RESENT_TOTAL,
     ] {
         metrics::counter!(counter).increment(0);
     }

@@ -147,8 +147,13 @@ async fn poll_once(
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), ()> {
     // Not timed like other backend calls: a long poll's duration is mostly waiting for work,
-    // which would drown the latency histogram. Its failures are counted below.
-    let receive = queue.receive(MAX_BATCH, settings.wait_time, settings.visibility_timeout);
+    // which would drown the latency histogram. Its failures are counted below. Bounded all the
+    // same: the wait it asked for, plus the answer's own `BACKEND_TIMEOUT`.
+    let receive = crate::deadline::within(
+        "queue",
+        settings.wait_time + crate::deadline::backend_timeout(),
+        queue.receive(MAX_BATCH, settings.wait_time, settings.visibility_timeout),
+    );
     let messages = tokio::select! {
         received = receive => received,
         // A long poll that is only waiting is abandoned at shutdown; had it just received

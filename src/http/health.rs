@@ -12,6 +12,10 @@ use utoipa::ToSchema;
 use super::ApiState;
 
 const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+/// Backends the service takes traffic without: orders are read from the store when the cache
+/// is away, and emails wait for the mailer (their claims are sent later). Reported, never a
+/// reason to take the process out of a load balancer.
+const OPTIONAL: [&str; 2] = ["cache", "mailer"];
 /// When a client told "not ready" should ask again (`Retry-After`): backends that went away are
 /// reconnected on the next call, so a few seconds is the usual wait.
 const NOT_READY_RETRY_AFTER_SECS: u64 = 5;
@@ -28,6 +32,10 @@ pub struct Readiness {
     pub status: &'static str,
     /// Each configured backend and whether it answered (`ok`, or why not).
     pub checks: BTreeMap<&'static str, String>,
+    /// The optional backends (cache, mailer) that did not answer: the service serves without
+    /// them, degraded.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub degraded: Vec<&'static str>,
 }
 
 #[utoipa::path(get, path = "/health", tag = "operations", operation_id = "health",
@@ -38,9 +46,10 @@ pub async fn health() -> HttpResponse {
 
 #[utoipa::path(get, path = "/ready", tag = "operations", operation_id = "ready",
     responses(
-        (status = 200, description = "Every configured backend answers", body = Readiness),
-        (status = 503, description = "A backend does not answer (`not_ready`): `unavailable` names them, `checks` has \
-            every backend's state",
+        (status = 200, description = "The process can take traffic: the database and the queue answer (the cache \
+            and the mailer are reported in `checks`; those not answering are listed in `degraded`)", body = Readiness),
+        (status = 503, description = "The database or the queue does not answer (`not_ready`): `unavailable` names \
+            them, `checks` has every backend's state",
             headers(("Retry-After" = u64, description = "Seconds to wait before asking again"))),
     ))]
 pub async fn ready(state: web::Data<ApiState>) -> HttpResponse {
@@ -51,15 +60,19 @@ pub async fn ready(state: web::Data<ApiState>) -> HttpResponse {
             .await
             .into_iter()
             .collect();
-    let failing: Vec<&str> = checks
+    let (degraded, failing): (Vec<&'static str>, Vec<&'static str>) = checks
         .iter()
         .filter(|(_, v)| v.as_str() != "ok")
         .map(|(k, _)| *k)
-        .collect();
+        .partition(|k| OPTIONAL.contains(k));
     if failing.is_empty() {
+        if !degraded.is_empty() {
+            tracing::warn!(?degraded, "ready without optional backends");
+        }
         HttpResponse::Ok().json(Readiness {
             status: "ready",
             checks,
+            degraded,
         })
     } else {
         tracing::warn!(?failing, "not ready");

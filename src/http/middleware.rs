@@ -15,8 +15,8 @@ use tracing::Instrument;
 use super::context::{self, RequestContext};
 use super::extract::RequestId;
 use crate::metrics::{HTTP_REQUESTS_IN_FLIGHT, HTTP_REQUESTS_TOTAL, HTTP_REQUEST_DURATION_SECONDS};
-use crate::telemetry;
 use crate::round_trips::{self, WorkPath};
+use crate::telemetry;
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 const API_CSP: &str = "default-src 'none'; frame-ancestors 'none'";

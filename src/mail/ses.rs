@@ -53,7 +53,14 @@ pub struct SesMailer {
     sender: Email,
     /// `"Order Service" <sender>`, the `From` header.
     from: Mailbox,
+    /// The last `GetSendQuota` answer and when it came: SES allows that call about once a
+    /// second per account, and every process's `/ready` probes ask, so they share one answer
+    /// for `PING_REUSE` instead of being throttled into "not ready".
+    last_ping: std::sync::Mutex<Option<(std::time::Instant, Result<(), BackendError>)>>,
 }
+
+/// How long one `GetSendQuota` answer stands for the mailer's health.
+const PING_REUSE: Duration = Duration::from_secs(10);
 
 impl SesMailer {
     /// The service's constructor: AWS configuration from the standard sources, with
@@ -86,6 +93,7 @@ impl SesMailer {
             client,
             from: Mailbox::new(Some(SENDER_NAME.to_string()), address),
             sender,
+            last_ping: std::sync::Mutex::new(None),
         })
     }
 
@@ -110,14 +118,23 @@ pub fn client_for_endpoint(endpoint: &str, region: &str) -> Client {
 #[async_trait]
 impl Mailer for SesMailer {
     async fn ping(&self) -> Result<(), BackendError> {
+        let lock = || self.last_ping.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((at, answer)) = &*lock() {
+            if at.elapsed() < PING_REUSE {
+                return answer.clone();
+            }
+        }
         // Cheap, and proves the endpoint, the credentials and the region all at once.
         count_request("GetSendQuota");
-        self.client
+        let answer = self
+            .client
             .get_send_quota()
             .send()
             .await
-            .map_err(|e| sdk_error(BACKEND, "GetSendQuota", e))?;
-        Ok(())
+            .map(|_| ())
+            .map_err(|e| sdk_error(BACKEND, "GetSendQuota", e));
+        *lock() = Some((std::time::Instant::now(), answer.clone()));
+        answer
     }
 
     async fn send(&self, email: &OutgoingEmail) -> Result<(), BackendError> {

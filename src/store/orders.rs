@@ -92,4 +92,7 @@ pub trait Orders: Send + Sync + 'static {
     }
     /// Pending orders whose queue message was never confirmed sent, older than `before`.
     async fn unenqueued_orders(&self, before: DateTime<Utc>, limit: u32) -> StoreResult<Vec<Id>>;
+    /// Orders pending or processing whose last change is older than `before`, whatever their
+    /// outbox flag, oldest change first: the stranded-order sweeper sends them again.
+    async fn stuck_orders(&self, before: DateTime<Utc>, limit: u32) -> StoreResult<Vec<Id>>;
 }

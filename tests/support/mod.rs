@@ -6,6 +6,7 @@
 //! `scripts/test` installs all three and exports their paths.
 #![allow(dead_code)]
 
+pub mod blackhole;
 pub mod ferretdb;
 pub mod jaeger;
 pub mod moto;

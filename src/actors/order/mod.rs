@@ -18,6 +18,7 @@ mod outbox;
 mod place;
 mod process;
 mod reads;
+mod stranded;
 
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -66,6 +67,8 @@ pub struct OrderActor {
     pub runs_outbox: bool,
     /// Bounds the creations in flight (`MAX_ORDERS_IN_FLIGHT`); the rest are shed.
     pub admission: Arc<Admission>,
+    /// Pending or processing unchanged this long, an order is stranded (`ORDER_STUCK_AFTER`).
+    pub stuck_after: Duration,
 }
 
 impl Actor for OrderActor {

@@ -57,8 +57,12 @@ impl OrderActor {
                     if let Err(e) = &sent {
                         // Give the claim back so the next delivery of the message tries again.
                         tracing::warn!(error = %e, order_id = %order.id, "order email not sent; will retry");
-                        let _ = self.orders.release_notification(order.id, order.status)
-                            .await;
+                        let _ = backend_call(
+                            "store",
+                            "release_notification",
+                            self.orders.release_notification(order.id, order.status),
+                        )
+                        .await;
                     }
                     sent
                 }

@@ -6,13 +6,26 @@ use std::time::Duration;
 use super::OrderActor;
 use crate::actors::ask;
 use crate::actors::inventory;
-use crate::domain::{Id, Order, OrderItem};
+use crate::domain::{Id, Order, OrderItem, OrderLine};
 use crate::error::{AppError, BackendError};
 use crate::messages::inventory::{ReleaseStock, ReserveStock};
 use crate::messages::order::{CreateOrder, IdempotencyKey, PlacedOrder};
 use crate::metrics::*;
 use crate::queue::OrderMessage;
 use crate::store::IdempotencyRecord;
+
+/// Pauses before each new look at an order whose insert outcome is unknown: some 10 minutes in
+/// all, to ride out an outage of the store.
+const SETTLE_PAUSES: [Duration; 8] = [
+    Duration::from_secs(1),
+    Duration::from_secs(2),
+    Duration::from_secs(5),
+    Duration::from_secs(10),
+    Duration::from_secs(30),
+    Duration::from_secs(60),
+    Duration::from_secs(180),
+    Duration::from_secs(300),
+];
 
 /// How long a retry waits for the order of its idempotency key to appear before placing it itself.
 const IDEMPOTENT_WAIT: Duration = Duration::from_secs(5);
@@ -136,29 +149,36 @@ impl OrderActor {
             crate::domain::now(),
         );
         order.id = order_id;
-        if let Err(e) =
-            backend_call("store", "insert_order", self.orders.insert_order(&order)).await
-        {
-            // The stock is ours but no new order holds it: give it back before answering.
-            if let Err(release) = ask(
-                inventory::NAME,
-                &self.inventory,
-                ReleaseStock { lines: msg.lines },
-            )
-            .await
-            {
-                tracing::error!(error = %release, order_id = %order.id, "could not return stock of an unsaved order");
-            }
-            if matches!(e, BackendError::Duplicate) {
-                // A concurrent request with the same idempotency key stored it first.
-                if let Some(existing) = self.orders.find_order(order_id).await? {
+        match backend_call("store", "insert_order", self.orders.insert_order(&order)).await {
+            Ok(()) => {}
+            Err(BackendError::Duplicate) => {
+                // A concurrent request with the same idempotency key stored it first: our
+                // reservation is a second one, held by no order, so it goes back.
+                self.release(msg.lines, order.id).await;
+                if let Some(existing) =
+                    backend_call("store", "find_order", self.orders.find_order(order_id)).await?
+                {
                     return Ok(PlacedOrder {
                         order: existing,
                         replayed: true,
                     });
                 }
+                return Err(BackendError::Duplicate.into());
             }
-            return Err(e.into());
+            Err(e) => match self.settle_ambiguous_insert(&order).await {
+                // Applied after all (its reply was lost): the order is placed, stock and all.
+                Some(true) => {
+                    tracing::warn!(error = %e, order_id = %order.id, "the order's insert reported an error but was applied")
+                }
+                Some(false) => {
+                    self.release(msg.lines, order.id).await;
+                    return Err(e.into());
+                }
+                None => {
+                    self.settle_later(order.id, msg.lines);
+                    return Err(e.into());
+                }
+            },
         }
         metrics::counter!(ORDERS_CREATED_TOTAL).increment(1);
         tracing::info!(order_id = %order.id, total = order.total_amount.value(), "order placed");
@@ -175,6 +195,47 @@ impl OrderActor {
             order,
             replayed: false,
         })
+    }
+
+    /// Whether an order whose insert failed with a fault (not a refusal) is stored: a write
+    /// whose reply was lost to a timeout or a reset may have been applied, and giving back the
+    /// stock of an order that exists oversells it. `None` when the store can not tell yet.
+    async fn settle_ambiguous_insert(&self, order: &Order) -> Option<bool> {
+        backend_call("store", "find_order", self.orders.find_order(order.id))
+            .await
+            .ok()
+            .map(|found| found.is_some())
+    }
+
+    /// The store could not say whether the order was stored: its stock stays reserved until
+    /// it can. Asked again with growing pauses (well past any write still in flight); found,
+    /// the order is left to the outbox like any unqueued order; absent, its stock goes back.
+    fn settle_later(&self, order_id: Id, lines: Vec<OrderLine>) {
+        let this = self.clone();
+        actix::spawn(async move {
+            for pause in SETTLE_PAUSES {
+                tokio::time::sleep(pause).await;
+                match backend_call("store", "find_order", this.orders.find_order(order_id)).await {
+                    Ok(Some(_)) => {
+                        tracing::warn!(%order_id, "an order answered 503 was stored after all; the outbox sends it");
+                        return;
+                    }
+                    Ok(None) => {
+                        this.release(lines, order_id).await;
+                        return;
+                    }
+                    Err(_) => continue,
+                }
+            }
+            tracing::error!(%order_id, "could not learn whether an order was stored; its stock stays reserved");
+        });
+    }
+
+    /// Gives back the stock of an order that was not stored.
+    async fn release(&self, lines: Vec<OrderLine>, order_id: Id) {
+        if let Err(e) = ask(inventory::NAME, &self.inventory, ReleaseStock { lines }).await {
+            tracing::error!(error = %e, %order_id, "could not return stock of an unsaved order");
+        }
     }
 
     pub(super) async fn enqueue(

@@ -349,15 +349,37 @@ impl Orders for MongoStore {
     }
 
     async fn unenqueued_orders(&self, before: DateTime<Utc>, limit: u32) -> StoreResult<Vec<Id>> {
+        let filter = doc! {
+            "status": OrderStatus::Pending.as_str(),
+            "enqueued": false,
+            "createdAt": { "$lt": bson_time(before) },
+        };
+        self.order_ids(filter, doc! { "createdAt": 1 }, limit).await
+    }
+
+    async fn stuck_orders(&self, before: DateTime<Utc>, limit: u32) -> StoreResult<Vec<Id>> {
+        // Served by orders_outbox's status prefix: only the orders not yet terminal are read.
+        let filter = doc! {
+            "status": { "$in": [OrderStatus::Pending.as_str(), OrderStatus::Processing.as_str()] },
+            "updatedAt": { "$lt": bson_time(before) },
+        };
+        self.order_ids(filter, doc! { "updatedAt": 1 }, limit).await
+    }
+}
+
+impl MongoStore {
+    /// The ids of the orders `filter` selects, in `sort` order, at most `limit`.
+    async fn order_ids(
+        &self,
+        filter: bson::Document,
+        sort: bson::Document,
+        limit: u32,
+    ) -> StoreResult<Vec<Id>> {
         let docs: Vec<IdDoc> = self
             .orders
             .clone_with_type::<IdDoc>()
-            .find(doc! {
-                "status": OrderStatus::Pending.as_str(),
-                "enqueued": false,
-                "createdAt": { "$lt": bson_time(before) },
-            })
-            .sort(doc! { "createdAt": 1 })
+            .find(filter)
+            .sort(sort)
             .limit(i64::from(limit))
             .projection(doc! { "_id": 1 })
             .await

@@ -194,6 +194,49 @@ struct SharedWriteLock {
     timing: Timing,
 }
 
+/// A place in the queue of this process's writers, left however the writer ends: a write
+/// dropped while it waits (cut by `BACKEND_TIMEOUT`) must not count as queued forever.
+struct Queued<'a>(&'a AtomicUsize);
+
+impl<'a> Queued<'a> {
+    fn join(queued: &'a AtomicUsize) -> Self {
+        queued.fetch_add(1, Ordering::AcqRel);
+        Queued(queued)
+    }
+}
+
+impl Drop for Queued<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// The lease of a write dropped in flight (cut by `BACKEND_TIMEOUT`). Without this the lock
+/// document would stay until others see it unchanged for a whole lease, and every write of
+/// every process, this one's too, would wait or fail for that long. Released at once instead:
+/// the dropped command is already on the server, which applies it as soon as it can.
+struct Unreleased {
+    locks: Collection<Document>,
+    owner: Option<String>,
+    lease: Duration,
+}
+
+impl Drop for Unreleased {
+    fn drop(&mut self) {
+        let (Some(owner), Ok(runtime)) = (self.owner.take(), tokio::runtime::Handle::try_current())
+        else {
+            return;
+        };
+        let locks = self.locks.clone();
+        let bound = self.lease;
+        runtime.spawn(async move {
+            let release = locks.delete_one(doc! { "_id": LOCK_ID, "owner": owner });
+            // Bounded: past the lease, another process removes the lock anyway.
+            let _ = tokio::time::timeout(bound, round_trips::scope(WorkPath::Lock, release)).await;
+        });
+    }
+}
+
 impl SharedWriteLock {
     fn new(locks: Collection<Document>, timing: Timing) -> Self {
         SharedWriteLock {
@@ -208,9 +251,9 @@ impl SharedWriteLock {
     where
         F: std::future::Future<Output = Result<T, mongodb::error::Error>>,
     {
-        self.queued.fetch_add(1, Ordering::AcqRel);
+        let queued = Queued::join(&self.queued);
         let mut state = self.state.lock().await;
-        self.queued.fetch_sub(1, Ordering::AcqRel);
+        drop(queued);
         let held = state.lease.take();
         let lease = match self.ready_lease(held, &mut state.watched).await {
             Ok(lease) => lease,
@@ -219,7 +262,13 @@ impl SharedWriteLock {
                 return Err(mongodb::error::Error::custom(e));
             }
         };
+        let mut unreleased = Unreleased {
+            locks: self.locks.clone(),
+            owner: Some(lease.owner.clone()),
+            lease: self.timing.lease,
+        };
         let (out, lease, alive) = self.alongside_renewals(lease, op).await;
+        unreleased.owner = None;
         state.lease = if alive && self.keep(&lease) {
             Some(lease)
         } else {

@@ -235,4 +235,19 @@ impl Orders for SqliteStore {
             })
             .await
     }
+
+    async fn stuck_orders(&self, before: DateTime<Utc>, limit: u32) -> StoreResult<Vec<Id>> {
+        self.db
+            .read(move |c| {
+                // The literal conditions match the partial index orders_unfinished.
+                c.prepare_cached(
+                    "SELECT id FROM orders \
+                     WHERE status IN ('pending', 'processing') AND updated_at < ?1 \
+                     ORDER BY updated_at LIMIT ?2",
+                )?
+                .query_map(params![ts(before), limit], |r| r.get(0))?
+                .collect()
+            })
+            .await
+    }
 }

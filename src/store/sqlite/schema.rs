@@ -59,6 +59,9 @@ CREATE TABLE IF NOT EXISTS orders (
 CREATE INDEX IF NOT EXISTS orders_by_user ON orders (user_id, created_at DESC, id DESC);
 CREATE INDEX IF NOT EXISTS orders_unenqueued ON orders (created_at)
     WHERE enqueued = 0 AND status = 'pending';
+-- The stranded-order sweeper's: orders not yet terminal, by their last change.
+CREATE INDEX IF NOT EXISTS orders_unfinished ON orders (updated_at)
+    WHERE status IN ('pending', 'processing');
 
 -- One row per (order, status) the customer was told about: the primary key is the claim.
 CREATE TABLE IF NOT EXISTS order_notifications (

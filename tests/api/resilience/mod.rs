@@ -21,11 +21,14 @@ use serde_json::{json, Value};
 /// Long enough for a redelivery after a visibility timeout plus a slow start on a busy machine.
 const RECOVERY_DEADLINE: Duration = Duration::from_secs(40);
 
+mod black_holes;
 mod contention;
 mod crashes;
 mod idempotency;
 mod outages;
+mod readiness;
 mod redelivery;
+mod stranded;
 
 /// The embedded queue of `env`, opened from the test process as another producer would.
 fn open_queue(env: &ServerEnv, max_receives: u32) -> SqliteQueue {

@@ -449,6 +449,58 @@ async fn the_outbox_lists_pending_orders_never_enqueued(stores: Stores) {
     );
 }
 
+async fn stuck_orders_are_the_unfinished_ones_unchanged_since_the_bound(stores: Stores) {
+    let p = product(&stores, "a", 10).await;
+    let old = now() - TimeDelta::minutes(5);
+    let orders: Vec<Order> = (0..4)
+        .map(|i| order_for(Id::new(), &[(&p, 1)], old + TimeDelta::seconds(i)))
+        .collect();
+    let fresh = order_for(Id::new(), &[(&p, 1)], now());
+    for o in orders.iter().chain([&fresh]) {
+        stores.orders.insert_order(o).await.unwrap();
+    }
+    let (pending, processing, completed, sent) = (&orders[0], &orders[1], &orders[2], &orders[3]);
+    // Whatever the outbox flag says: a sent order can be stranded too.
+    stores.orders.mark_enqueued(sent.id).await.unwrap();
+    let step = |id, from, to, at| {
+        let stores = stores.clone();
+        async move {
+            moved(
+                stores
+                    .orders
+                    .transition_order(id, from, to, None, at)
+                    .await
+                    .unwrap(),
+            )
+        }
+    };
+    let (p_, pr, c) = (
+        OrderStatus::Pending,
+        OrderStatus::Processing,
+        OrderStatus::Completed,
+    );
+    step(processing.id, p_, pr, old + TimeDelta::seconds(10)).await;
+    step(completed.id, p_, pr, old + TimeDelta::seconds(11)).await;
+    step(completed.id, pr, c, old + TimeDelta::seconds(12)).await;
+
+    let cutoff = now() - TimeDelta::minutes(1);
+    assert_eq!(
+        stores.orders.stuck_orders(cutoff, 10).await.unwrap(),
+        vec![pending.id, sent.id, processing.id],
+        "not terminal, oldest change first"
+    );
+    assert_eq!(
+        stores.orders.stuck_orders(cutoff, 1).await.unwrap(),
+        vec![pending.id]
+    );
+    assert!(stores
+        .orders
+        .stuck_orders(old - TimeDelta::minutes(1), 10)
+        .await
+        .unwrap()
+        .is_empty());
+}
+
 contract_tests! {
     orders_round_trip_and_list_newest_first,
     transitions_are_conditional,
@@ -459,4 +511,5 @@ contract_tests! {
     batch_transitions_answer_each_order_in_order,
     batch_claims_answer_each_claim_in_order,
     the_outbox_lists_pending_orders_never_enqueued,
+    stuck_orders_are_the_unfinished_ones_unchanged_since_the_bound,
 }

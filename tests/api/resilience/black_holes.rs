@@ -1,0 +1,134 @@
+//! Backends that take bytes and never answer (a black hole): every call is cut at
+//! `BACKEND_TIMEOUT`, so a request costs that bound and, when it needed the backend, a 503
+//! problem, never the minutes a driver's or SDK's own timeouts allow.
+
+use std::time::Instant;
+
+use super::*;
+use crate::harness::support::blackhole::BlackHoleProxy;
+
+/// The bound the tests give the service, and what a request may take on top of it (a busy
+/// machine, the HTTP round trip).
+const BOUND: Duration = Duration::from_secs(2);
+const SLACK: Duration = Duration::from_secs(3);
+
+/// `call`, timed; a call that does not answer within the harness client's own limit fails.
+async fn timed<F: std::future::Future<Output = Resp>>(call: F) -> (Resp, Duration) {
+    let started = Instant::now();
+    let resp = call.await;
+    (resp, started.elapsed())
+}
+
+fn assert_bounded(what: &str, took: Duration, r: &Resp) {
+    assert!(
+        took <= BOUND + SLACK,
+        "{what} took {took:?} with the backend black-holed; BACKEND_TIMEOUT is {BOUND:?}: {}",
+        r.ctx()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_placed_while_the_queue_is_black_holed_answers_within_the_bound() {
+    let hole = BlackHoleProxy::nowhere();
+    let endpoint = format!("http://127.0.0.1:{}", hole.port);
+    let queue_url = format!("{endpoint}/123456789012/orders");
+    let env = ServerEnv::embedded(&[
+        ("AWS_SQS_QUEUE_URL", &queue_url),
+        ("AWS_ENDPOINT_URL", &endpoint),
+        ("AWS_ACCESS_KEY_ID", "test"),
+        ("AWS_SECRET_ACCESS_KEY", "test"),
+        ("AWS_REGION", "us-east-1"),
+        ("BACKEND_TIMEOUT", "2s"),
+    ]);
+    let srv = TestServer::start(env, "serve").await;
+    let admin = srv.login_admin().await;
+    let pid = str_of(&srv.create_product(&admin, &unique("Hole"), 100, 10).await["id"]);
+    let user = srv.new_user().await;
+
+    // The order is stored before it is queued, so a queue that never answers does not refuse
+    // it; it must not hold the customer for the SDK's 30 s operation timeout either.
+    let (r, took) = timed(srv.place_order_raw(&user, &order_body(&[(&pid, 1)]))).await;
+    r.assert_status(201);
+    assert_bounded("POST /api/orders", took, &r);
+    assert_eq!(srv.product_stock(&pid).await, 9);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_black_holed_database_answers_503_within_the_bound_and_recovers() {
+    let Some(ferretdb) = blocking(support::ferretdb::start).await else {
+        return;
+    };
+    let proxy = BlackHoleProxy::forward_to(([127, 0, 0, 1], ferretdb.port).into());
+    let uri = format!("mongodb://127.0.0.1:{}/{}", proxy.port, unique("holes"));
+    let env = ServerEnv::embedded(&[("MONGODB_URI", &uri), ("BACKEND_TIMEOUT", "2s")]);
+    let srv = TestServer::start(env, "serve").await;
+    let admin = srv.login_admin().await;
+    let pid = str_of(&srv.create_product(&admin, &unique("Hole"), 100, 10).await["id"]);
+    let user = srv.new_user().await;
+    let first = str_of(&srv.place_order(&user, &[(&pid, 1)]).await["id"]);
+    srv.poll_order_status(&user, &first, "completed").await;
+
+    proxy.black_hole();
+    let (r, took) = timed(srv.get(&format!("/api/products/{pid}"), None)).await;
+    assert_problem(&r, 503, "service_unavailable");
+    assert_bounded("GET /api/products/{id}", took, &r);
+    let (r, took) = timed(srv.place_order_raw(&user, &order_body(&[(&pid, 1)]))).await;
+    assert_problem(&r, 503, "service_unavailable");
+    assert_bounded("POST /api/orders", took, &r);
+
+    // Healed: the connections that were cut are replaced and orders flow again.
+    proxy.heal();
+    let second = poll_until(RECOVERY_DEADLINE, "an order accepted again", || async {
+        let r = srv.place_order_raw(&user, &order_body(&[(&pid, 1)])).await;
+        match r.status {
+            201 => Ok(str_of(&r.json()["id"])),
+            _ => Err(r.ctx()),
+        }
+    })
+    .await;
+    srv.poll_order_status_within(&user, &second, "completed", RECOVERY_DEADLINE)
+        .await;
+    drop(ferretdb);
+}
+
+/// The start of an `insert` command on the orders collection as BSON puts it on the wire (a
+/// string element: type 2, the key, the value's length with its NUL, the value).
+const INSERT_INTO_ORDERS: &[u8] = b"\x02insert\x00\x07\x00\x00\x00orders\x00";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_whose_insert_reply_was_lost_keeps_its_stock() {
+    let Some(ferretdb) = blocking(support::ferretdb::start).await else {
+        return;
+    };
+    let proxy = BlackHoleProxy::forward_to(([127, 0, 0, 1], ferretdb.port).into());
+    let uri = format!("mongodb://127.0.0.1:{}/{}", proxy.port, unique("lost"));
+    let env = ServerEnv::embedded(&[
+        ("MONGODB_URI", &uri),
+        ("BACKEND_TIMEOUT", "2s"),
+        ("QUEUE_VISIBILITY_TIMEOUT", "2s"),
+    ]);
+    let srv = TestServer::start(env, "serve").await;
+    let admin = srv.login_admin().await;
+    let pid = str_of(&srv.create_product(&admin, &unique("Lost"), 100, 10).await["id"]);
+    let user = srv.new_user().await;
+
+    // The insert reaches the database and is applied; only its reply is lost, so the service
+    // sees a timeout. Giving the stock back now would oversell: the order exists.
+    proxy.lose_the_reply_to(INSERT_INTO_ORDERS);
+    let r = srv.place_order_raw(&user, &order_body(&[(&pid, 3)])).await;
+    assert_eq!(
+        r.status,
+        201,
+        "the order was stored, so it is placed: {}",
+        r.ctx()
+    );
+    let id = str_of(&r.json()["id"]);
+    srv.poll_order_status_within(&user, &id, "completed", RECOVERY_DEADLINE)
+        .await;
+    assert_eq!(
+        srv.product_stock(&pid).await,
+        7,
+        "a completed order's stock stays taken"
+    );
+    drop(ferretdb);
+}
