@@ -82,7 +82,7 @@ pub async fn observe(
     );
     let traced = telemetry::spans::enabled();
     if traced {
-        telemetry::http::server_span(&span, &req, &method, &route);
+        telemetry::http::server_span(&span, &req, method, &route);
     }
     let in_flight = metrics::gauge!(HTTP_REQUESTS_IN_FLIGHT);
     in_flight.increment(1.0);

@@ -13,7 +13,7 @@ use super::{
 };
 
 /// Every `(backend, operation)` pair the service counts calls of.
-pub const BACKEND_CALLS: [(&str, &str); 27] = [
+pub const BACKEND_CALLS: [(&str, &str); 30] = [
     ("mailer", "send"),
     ("queue", "delete"),
     ("queue", "depth"),
@@ -33,13 +33,16 @@ pub const BACKEND_CALLS: [(&str, &str); 27] = [
     ("store", "list_orders"),
     ("store", "list_products"),
     ("store", "mark_enqueued"),
+    ("store", "release_notification"),
     ("store", "release_stock"),
     ("store", "reserve_stock"),
     ("store", "revoke_session"),
     ("store", "rotate_session"),
     ("store", "save_idempotency"),
+    ("store", "stuck_orders"),
     ("store", "transition_order"),
     ("store", "transition_orders"),
+    ("store", "unenqueued_orders"),
     ("store", "update_product"),
 ];
 
