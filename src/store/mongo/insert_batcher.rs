@@ -55,7 +55,24 @@ async fn run(
     while inbox.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let (docs, answers): (Vec<OrderDoc>, Vec<_>) = batch.drain(..).unzip();
         let count = docs.len();
-        let result = writes.run(orders.insert_many(&docs).ordered(false)).await;
+        // Bounded here too, not only by each caller's `BACKEND_TIMEOUT`: a reply lost on the way
+        // back would otherwise hold this task (and, on FerretDB, the write lock it renews) for
+        // good, and every later order with it. The callers look their orders up after a fault.
+        let bound = crate::deadline::backend_timeout();
+        let write = writes.run(orders.insert_many(&docs).ordered(false));
+        let Ok(result) = tokio::time::timeout(bound, write).await else {
+            let lost = BackendError::unavailable(
+                super::errors::BACKEND,
+                format!(
+                    "no answer to an order insert within {}",
+                    humantime::format_duration(bound)
+                ),
+            );
+            for answer in answers {
+                let _ = answer.send(Err(lost.clone()));
+            }
+            continue;
+        };
         match insert_many_outcomes(result, count) {
             Ok(outcomes) => {
                 for (answer, outcome) in answers.into_iter().zip(outcomes) {
