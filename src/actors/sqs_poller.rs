@@ -260,15 +260,34 @@ async fn process_batch(
         tracing::warn!(error = %e, messages = parsed.len(), "a batch of messages could not be processed; they will be redelivered");
     }
     let mut done = Vec::with_capacity(parsed.len());
+    let mut again = Vec::new();
     for (i, message) in parsed.into_iter().enumerate() {
         metrics::histogram!(QUEUE_MESSAGE_PROCESSING_SECONDS).record(elapsed);
         if outcomes.as_ref().is_ok_and(|each| each[i].is_ok()) {
             done.push(message.receipt_handle.clone());
         } else if message.receive_count >= settings.max_receives {
             dead_lettered(message);
+        } else {
+            again.push(message);
         }
     }
+    retry_soon(queue, &again, settings.visibility_timeout).await;
     done
+}
+
+/// A delivery that failed (a backend timed out, the write lock was busy) comes back after a
+/// short backoff that doubles with each receive, not after the whole visibility timeout: a
+/// customer's order should not wait 30 s for a fault that lasted one. If this fails too, the
+/// message simply comes back at its timeout.
+async fn retry_soon(queue: &dyn Queue, messages: &[&ReceivedMessage], visibility: Duration) {
+    for message in messages {
+        let doubling = Duration::from_secs(1u64 << message.receive_count.clamp(1, 5));
+        let backoff = doubling.min(visibility);
+        let call = queue.extend_visibility(&message.receipt_handle, backoff);
+        if let Err(e) = backend_call("queue", "extend_visibility", call).await {
+            tracing::warn!(error = %e, "could not shorten a failed message's visibility");
+        }
+    }
 }
 
 fn dead_lettered(message: &ReceivedMessage) {
