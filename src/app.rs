@@ -122,6 +122,9 @@ pub async fn run(config: Config, role: Role) -> anyhow::Result<()> {
         mailer = kinds.mailer,
         "starting"
     );
+    // In the background: SQS may be unreachable at start, and `/ready` asks again until it answers.
+    let redrive = backends.redrive.clone();
+    actix_web::rt::spawn(async move { redrive.warning().await });
 
     // Only API processes seed, so `api` and `worker` starting together do not race to do it.
     if role.serves_api() && !config.is_production() && backends.stores.health.is_empty().await? {

@@ -11,6 +11,7 @@ use crate::cache::{memory::MemoryCache, redis::RedisCache, Cache};
 use crate::config::Config;
 use crate::error::BackendError;
 use crate::mail::{file::FileMailer, ses::SesMailer, Mailer};
+use crate::queue::redrive::{ConfigWarning, RedriveCheck};
 use crate::queue::{sqlite::SqliteQueue, sqs::SqsQueue, Queue};
 use crate::store::mongo::MongoStore;
 use crate::store::sqlite::{SqliteDb, SqliteStore};
@@ -25,6 +26,8 @@ pub struct Backends {
     pub cache: Arc<dyn Cache>,
     pub mailer: Arc<dyn Mailer>,
     pub kinds: BackendKinds,
+    /// Whether the queue's redrive policy leaves the worker its last attempt.
+    pub redrive: Arc<RedriveCheck>,
 }
 
 /// A cheap round trip to one backend: `Ok` when it answers.
@@ -36,6 +39,10 @@ pub type Probe<'a> = BoxFuture<'a, Result<(), BackendError>>;
 pub trait ReadinessProbes: Send + Sync + 'static {
     /// One probe per configured backend, not yet started (the caller runs them together).
     fn probes(&self) -> Vec<(&'static str, Probe<'_>)>;
+    /// Misconfigurations to report without failing readiness.
+    fn warnings(&self) -> BoxFuture<'_, Vec<ConfigWarning>> {
+        Box::pin(async { Vec::new() })
+    }
 }
 
 impl ReadinessProbes for Backends {
@@ -46,6 +53,10 @@ impl ReadinessProbes for Backends {
             ("cache", self.cache.ping()),
             ("mailer", self.mailer.ping()),
         ]
+    }
+
+    fn warnings(&self) -> BoxFuture<'_, Vec<ConfigWarning>> {
+        Box::pin(async { self.redrive.warning().await.into_iter().collect() })
     }
 }
 
@@ -143,8 +154,10 @@ pub async fn build(config: &Config) -> anyhow::Result<Backends> {
             )
         }
     };
+    let redrive = Arc::new(RedriveCheck::new(queue.clone(), config.queue.max_receives));
     Ok(Backends {
         stores,
+        redrive,
         queue,
         cache,
         mailer,

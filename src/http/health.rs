@@ -10,6 +10,7 @@ use serde_json::json;
 use utoipa::ToSchema;
 
 use super::ApiState;
+use crate::queue::redrive::ConfigWarning;
 
 const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 /// Backends the service takes traffic without: orders are read from the store when the cache
@@ -36,6 +37,11 @@ pub struct Readiness {
     /// them, degraded.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub degraded: Vec<&'static str>,
+    /// Misconfigurations that do not stop the process taking traffic but need an operator, each
+    /// with a stable `code` (`queue_redrive_before_last_attempt`: the SQS redrive policy's
+    /// `maxReceiveCount` is below `QUEUE_MAX_RECEIVES`, so orders can strand).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<ConfigWarning>,
 }
 
 #[utoipa::path(get, path = "/health", tag = "operations", operation_id = "health",
@@ -47,7 +53,8 @@ pub async fn health() -> HttpResponse {
 #[utoipa::path(get, path = "/ready", tag = "operations", operation_id = "ready",
     responses(
         (status = 200, description = "The process can take traffic: the database and the queue answer (the cache \
-            and the mailer are reported in `checks`; those not answering are listed in `degraded`)", body = Readiness),
+            and the mailer are reported in `checks`; those not answering are listed in `degraded`; misconfigurations \
+            such as a redrive policy that dead-letters before the last attempt are listed in `warnings`)", body = Readiness),
         (status = 503, description = "The database or the queue does not answer (`not_ready`): `unavailable` names \
             them, `checks` has every backend's state",
             headers(("Retry-After" = u64, description = "Seconds to wait before asking again"))),
@@ -55,11 +62,14 @@ pub async fn health() -> HttpResponse {
 pub async fn ready(state: web::Data<ApiState>) -> HttpResponse {
     // Every backend at once, so a slow one costs its own timeout, not the sum of them.
     let probes = state.readiness.probes().into_iter();
-    let checks: BTreeMap<&'static str, String> =
-        join_all(probes.map(|(name, ping)| async move { (name, check(ping).await) }))
-            .await
-            .into_iter()
-            .collect();
+    let (checks, warnings) = futures_util::future::join(
+        join_all(probes.map(|(name, ping)| async move { (name, check(ping).await) })),
+        // Cached once known; bounded like a probe while the queue has not answered yet.
+        tokio::time::timeout(CHECK_TIMEOUT, state.readiness.warnings()),
+    )
+    .await;
+    let checks: BTreeMap<&'static str, String> = checks.into_iter().collect();
+    let warnings = warnings.unwrap_or_default();
     let (degraded, failing): (Vec<&'static str>, Vec<&'static str>) = checks
         .iter()
         .filter(|(_, v)| v.as_str() != "ok")
@@ -73,6 +83,7 @@ pub async fn ready(state: web::Data<ApiState>) -> HttpResponse {
             status: "ready",
             checks,
             degraded,
+            warnings,
         })
     } else {
         tracing::warn!(?failing, "not ready");
@@ -88,6 +99,7 @@ pub async fn ready(state: web::Data<ApiState>) -> HttpResponse {
                 "instance": "/ready",
                 "unavailable": failing,
                 "checks": checks,
+                "warnings": warnings,
             }))
     }
 }

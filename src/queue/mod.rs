@@ -3,6 +3,7 @@
 //! a receive count, dead letters after too many receives, deletion by receipt handle.
 
 pub mod batcher;
+pub mod redrive;
 pub mod sqlite;
 pub mod sqs;
 mod sqs_attributes;
@@ -80,6 +81,11 @@ pub trait Queue: Send + Sync + 'static {
         visibility: Duration,
     ) -> QueueResult<()>;
     async fn depth(&self) -> QueueResult<QueueDepth>;
+    /// The receives after which the backend itself dead-letters a message (SQS's redrive
+    /// `maxReceiveCount`), when that is set apart from `QUEUE_MAX_RECEIVES`; see [`redrive`].
+    async fn redrive_max_receives(&self) -> QueueResult<Option<u32>> {
+        Ok(None)
+    }
 }
 
 /// What travels in a message: which order, and the request id that placed it so the worker's

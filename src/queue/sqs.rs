@@ -377,6 +377,23 @@ impl Queue for SqsQueue {
         Ok(())
     }
 
+    async fn redrive_max_receives(&self) -> QueueResult<Option<u32>> {
+        count_request("GetQueueAttributes");
+        let policy = self
+            .client
+            .get_queue_attributes()
+            .queue_url(&self.queue_url)
+            .attribute_names(QueueAttributeName::RedrivePolicy)
+            .send()
+            .await
+            .map_err(queue_error("GetQueueAttributes"))?
+            .attributes
+            .and_then(|mut a| a.remove(&QueueAttributeName::RedrivePolicy));
+        Ok(policy
+            .as_deref()
+            .and_then(super::redrive::max_receive_count))
+    }
+
     async fn depth(&self) -> QueueResult<QueueDepth> {
         count_request("GetQueueAttributes");
         let mut attributes = self
