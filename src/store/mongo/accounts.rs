@@ -3,11 +3,8 @@
 
 use chrono::{DateTime, Utc};
 
-use std::collections::HashMap;
-
 use async_trait::async_trait;
 use bson::doc;
-use futures_util::TryStreamExt;
 
 use super::documents::*;
 use super::errors::db_error;
@@ -45,17 +42,7 @@ impl Accounts for MongoStore {
     /// per user.
     async fn find_users(&self, ids: &[Id]) -> StoreResult<Vec<Option<User>>> {
         let oids: Vec<_> = ids.iter().map(|id| id.object_id()).collect();
-        let found: HashMap<_, UserDoc> = self
-            .users
-            .find(doc! { "_id": { "$in": &oids } })
-            .await
-            .map_err(db_error)?
-            .try_collect::<Vec<_>>()
-            .await
-            .map_err(db_error)?
-            .into_iter()
-            .map(|d| (d.id, d))
-            .collect();
+        let found = super::find_by_ids(&self.users, &oids, |d: &UserDoc| d.id).await?;
         // A user asked for twice is answered twice.
         oids.iter()
             .map(|oid| match found.get(oid) {

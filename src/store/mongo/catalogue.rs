@@ -10,7 +10,6 @@ use mongodb::options::ReturnDocument;
 
 use async_trait::async_trait;
 use bson::{doc, Document};
-use futures_util::TryStreamExt;
 
 use super::bulk::UpdateReply;
 use super::documents::*;
@@ -28,16 +27,10 @@ const RESERVE_ATTEMPTS: usize = 5;
 
 impl MongoStore {
     async fn find_products(&self, ids: &[ObjectId]) -> StoreResult<HashMap<ObjectId, Product>> {
-        let docs: Vec<ProductDoc> = self
-            .products
-            .find(doc! { "_id": { "$in": ids.to_vec() } })
-            .await
-            .map_err(db_error)?
-            .try_collect()
-            .await
-            .map_err(db_error)?;
-        docs.into_iter()
-            .map(|d| Ok((d.id, product_from_doc(d)?)))
+        super::find_by_ids(&self.products, ids, |d: &ProductDoc| d.id)
+            .await?
+            .into_iter()
+            .map(|(id, d)| Ok((id, product_from_doc(d)?)))
             .collect()
     }
 

@@ -9,6 +9,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::bulk::insert_many_outcomes;
 use super::documents::OrderDoc;
+use super::errors::BACKEND;
 use super::write_lock::Writes;
 use crate::error::BackendError;
 use crate::round_trips::{self, WorkPath};
@@ -40,7 +41,7 @@ impl InsertBatcher {
     /// Inserts one order with whatever else is waiting. `Duplicate` when the id is taken.
     pub(super) async fn insert(&self, order: OrderDoc) -> StoreResult<()> {
         let (answer, outcome) = oneshot::channel();
-        let gone = || BackendError::unavailable(super::errors::BACKEND, "the order writer stopped");
+        let gone = || BackendError::unavailable(BACKEND, "the order writer stopped");
         self.pending.send((order, answer)).map_err(|_| gone())?;
         outcome.await.map_err(|_| gone())?
     }
@@ -58,22 +59,12 @@ async fn run(
         // Bounded here too, not only by each caller's `BACKEND_TIMEOUT`: a reply lost on the way
         // back would otherwise hold this task (and, on FerretDB, the write lock it renews) for
         // good, and every later order with it. The callers look their orders up after a fault.
-        let bound = crate::deadline::backend_timeout();
         let write = writes.run(orders.insert_many(&docs).ordered(false));
-        let Ok(result) = tokio::time::timeout(bound, write).await else {
-            let lost = BackendError::unavailable(
-                super::errors::BACKEND,
-                format!(
-                    "no answer to an order insert within {}",
-                    humantime::format_duration(bound)
-                ),
-            );
-            for answer in answers {
-                let _ = answer.send(Err(lost.clone()));
-            }
-            continue;
-        };
-        match insert_many_outcomes(result, count) {
+        let bound = crate::deadline::backend_timeout();
+        let outcomes = crate::deadline::within(BACKEND, bound, async { Ok(write.await) })
+            .await
+            .and_then(|result| insert_many_outcomes(result, count));
+        match outcomes {
             Ok(outcomes) => {
                 for (answer, outcome) in answers.into_iter().zip(outcomes) {
                     let _ = answer.send(outcome);

@@ -231,6 +231,25 @@ where
     Ok((items, total))
 }
 
+/// The documents with these ids, by id, in one `find` (ids not found are simply absent).
+async fn find_by_ids<D>(
+    coll: &Collection<D>,
+    ids: &[bson::oid::ObjectId],
+    id_of: fn(&D) -> bson::oid::ObjectId,
+) -> StoreResult<std::collections::HashMap<bson::oid::ObjectId, D>>
+where
+    D: DeserializeOwned + Send + Sync,
+{
+    let docs: Vec<D> = coll
+        .find(doc! { "_id": { "$in": ids } })
+        .await
+        .map_err(db_error)?
+        .try_collect()
+        .await
+        .map_err(db_error)?;
+    Ok(docs.into_iter().map(|d| (id_of(&d), d)).collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,7 +6,6 @@ use chrono::{DateTime, Utc};
 use mongodb::options::ReturnDocument;
 
 use async_trait::async_trait;
-use std::collections::HashMap;
 
 use bson::doc;
 use bson::oid::ObjectId;
@@ -233,17 +232,7 @@ impl Orders for MongoStore {
         ))
         .await
         .map_err(db_error)?;
-        let mut found: HashMap<ObjectId, OrderDoc> = self
-            .orders
-            .find(doc! { "_id": { "$in": &oids } })
-            .await
-            .map_err(db_error)?
-            .try_collect::<Vec<_>>()
-            .await
-            .map_err(db_error)?
-            .into_iter()
-            .map(|d| (d.id, d))
-            .collect();
+        let mut found = super::find_by_ids(&self.orders, &oids, |d: &OrderDoc| d.id).await?;
         oids.iter()
             .map(|oid| {
                 let Some(d) = found.remove(oid) else {
