@@ -13,12 +13,13 @@ use crate::metrics::MONGODB_COMMANDS_TOTAL;
 use crate::round_trips::{self, WorkPath};
 
 /// The collections the store uses (`MongoStore` holds them).
-pub(super) const COLLECTIONS: [&str; 8] = [
+pub(super) const COLLECTIONS: [&str; 9] = [
     "users",
     "sessions",
     "products",
     "orders",
     "notifications",
+    "idempotency_records",
     "idempotency_keys",
     "outbox",
     "locks",

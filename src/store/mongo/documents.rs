@@ -87,9 +87,6 @@ pub(super) struct OrderDoc {
     pub(super) failure_reason: Option<String>,
     pub(super) created_at: bson::DateTime,
     pub(super) updated_at: bson::DateTime,
-    /// The outbox flag: false until the queue confirmed the order's message.
-    #[serde(default)]
-    pub(super) enqueued: bool,
     /// Set to false by the transition that must return stock, true once every line is back.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(super) stock_returned: Option<bool>,
@@ -113,14 +110,44 @@ pub(super) struct NotificationDoc {
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub(super) struct IdempotencyDoc {
-    #[serde(rename = "_id", default, skip_serializing_if = "Option::is_none")]
-    pub(super) id: Option<ObjectId>,
+    /// `"{userId}:{key}"` (see `idempotency`).
+    #[serde(rename = "_id")]
+    pub(super) id: String,
     pub(super) user_id: ObjectId,
     pub(super) key: String,
     pub(super) request_hash: String,
     pub(super) status: i32,
     pub(super) body: String,
     pub(super) created_at: bson::DateTime,
+}
+
+/// An order's outbox entry, keyed by the order's id: stored just before the order, deleted once
+/// the queue confirmed the order's message. The outbox pass reads these, never the orders.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct OutboxDoc {
+    #[serde(rename = "_id")]
+    pub(super) order_id: ObjectId,
+    pub(super) created_at: bson::DateTime,
+}
+
+impl OutboxDoc {
+    pub(super) fn for_order(order: &OrderDoc) -> OutboxDoc {
+        OutboxDoc {
+            order_id: order.id,
+            created_at: order.created_at,
+        }
+    }
+}
+
+/// A record of the layout before `_id` keys (`idempotency_keys`), read only: just what a
+/// replay needs.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct LegacyIdempotencyDoc {
+    pub(super) request_hash: String,
+    pub(super) status: i32,
+    pub(super) body: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -250,7 +277,6 @@ pub(super) fn order_to_doc(o: &Order) -> OrderDoc {
         failure_reason: o.failure_reason.clone(),
         created_at: bson_time(o.created_at),
         updated_at: bson_time(o.updated_at),
-        enqueued: false,
         stock_returned: None,
         returned_products: vec![],
         moved_by: None,
@@ -258,15 +284,29 @@ pub(super) fn order_to_doc(o: &Order) -> OrderDoc {
 }
 
 pub(super) fn idempotency_from_doc(d: IdempotencyDoc) -> StoreResult<IdempotencyRecord> {
+    stored_answer(d.status, d.request_hash, d.body)
+}
+
+pub(super) fn legacy_idempotency_from_doc(
+    d: LegacyIdempotencyDoc,
+) -> StoreResult<IdempotencyRecord> {
+    stored_answer(d.status, d.request_hash, d.body)
+}
+
+fn stored_answer(
+    status: i32,
+    request_hash: String,
+    body: String,
+) -> StoreResult<IdempotencyRecord> {
     Ok(IdempotencyRecord {
-        status: u16::try_from(d.status).map_err(|_| {
+        status: u16::try_from(status).map_err(|_| {
             BackendError::other(
                 BACKEND,
-                format!("stored idempotency record has status {}", d.status),
+                format!("stored idempotency record has status {status}"),
             )
         })?,
-        request_hash: d.request_hash,
-        body: d.body,
+        request_hash,
+        body,
     })
 }
 

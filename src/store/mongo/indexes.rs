@@ -53,8 +53,8 @@ impl MongoStore {
             ))
             .await
             .map_err(db_error)?;
-        // Serves the outbox query (pending, not enqueued, oldest first) and, through its
-        // status prefix, the search for interrupted stock returns.
+        // Serves, through its status prefix, the search for stranded orders and interrupted
+        // stock returns (and, for the move at connect, orders flagged by earlier versions).
         self.orders
             .create_index(index(
                 doc! { "status": 1, "enqueued": 1, "createdAt": 1 },
@@ -71,12 +71,8 @@ impl MongoStore {
             ))
             .await
             .map_err(db_error)?;
-        self.idempotency
-            .create_index(index(
-                doc! { "userId": 1, "key": 1 },
-                "idempotency_key",
-                true,
-            ))
+        self.outbox
+            .create_index(index(doc! { "createdAt": 1 }, "outbox_by_age", false))
             .await
             .map_err(db_error)?;
 

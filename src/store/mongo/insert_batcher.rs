@@ -3,12 +3,17 @@
 //! only its own order). An order placed alone waits for nothing: the task takes whatever is
 //! waiting the moment it is free. On MongoDB that is one round trip per batch instead of one
 //! per order; on FerretDB, one serialised write (and a share of one lock acquisition).
+//!
+//! Each order's outbox entry (`outbox`, keyed by the order's id) goes out first, in one
+//! `insertMany` of its own, and an order is inserted only once its entry is stored. So a stored
+//! order always has its entry until the queue confirms it, even if the process dies between the
+//! two writes; an entry whose order never got stored is found and dropped by the outbox pass.
 
 use mongodb::Collection;
 use tokio::sync::{mpsc, oneshot};
 
 use super::bulk::insert_many_outcomes;
-use super::documents::OrderDoc;
+use super::documents::{OrderDoc, OutboxDoc};
 use super::errors::BACKEND;
 use super::write_lock::Writes;
 use crate::error::BackendError;
@@ -28,13 +33,19 @@ pub(super) struct InsertBatcher {
 
 impl InsertBatcher {
     /// Starts the task on the current runtime.
-    pub(super) fn start(orders: Collection<OrderDoc>, writes: Writes) -> InsertBatcher {
+    pub(super) fn start(
+        orders: Collection<OrderDoc>,
+        outbox: Collection<OutboxDoc>,
+        writes: Writes,
+    ) -> InsertBatcher {
         let (pending, inbox) = mpsc::unbounded_channel();
+        let target = Target {
+            orders,
+            outbox,
+            writes,
+        };
         // Only order placement inserts orders: its round trips are the request path's.
-        tokio::spawn(round_trips::scope(
-            WorkPath::Request,
-            run(orders, writes, inbox),
-        ));
+        tokio::spawn(round_trips::scope(WorkPath::Request, run(target, inbox)));
         InsertBatcher { pending }
     }
 
@@ -47,24 +58,18 @@ impl InsertBatcher {
     }
 }
 
-async fn run(
+/// Where a batch goes.
+struct Target {
     orders: Collection<OrderDoc>,
+    outbox: Collection<OutboxDoc>,
     writes: Writes,
-    mut inbox: mpsc::UnboundedReceiver<Pending>,
-) {
+}
+
+async fn run(target: Target, mut inbox: mpsc::UnboundedReceiver<Pending>) {
     let mut batch: Vec<Pending> = Vec::with_capacity(MAX_BATCH);
     while inbox.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let (docs, answers): (Vec<OrderDoc>, Vec<_>) = batch.drain(..).unzip();
-        let count = docs.len();
-        // Bounded here too, not only by each caller's `BACKEND_TIMEOUT`: a reply lost on the way
-        // back would otherwise hold this task (and, on FerretDB, the write lock it renews) for
-        // good, and every later order with it. The callers look their orders up after a fault.
-        let write = writes.run(orders.insert_many(&docs).ordered(false));
-        let bound = crate::deadline::backend_timeout();
-        let outcomes = crate::deadline::within(BACKEND, bound, async { Ok(write.await) })
-            .await
-            .and_then(|result| insert_many_outcomes(result, count));
-        match outcomes {
+        match insert_batch(&target, docs).await {
             Ok(outcomes) => {
                 for (answer, outcome) in answers.into_iter().zip(outcomes) {
                     let _ = answer.send(outcome);
@@ -77,4 +82,48 @@ async fn run(
             }
         }
     }
+}
+
+/// The outbox entries, then the orders whose entry is stored: each order's outcome, or `Err`
+/// when nothing is known of the batch.
+async fn insert_batch(target: &Target, docs: Vec<OrderDoc>) -> StoreResult<Vec<StoreResult<()>>> {
+    let entries: Vec<OutboxDoc> = docs.iter().map(OutboxDoc::for_order).collect();
+    let entered = bounded(target, target.outbox.insert_many(&entries), entries.len()).await?;
+    // A duplicate entry is an order placed twice under one id (an idempotency race): the order
+    // insert below answers that one. Any other refusal keeps its order out.
+    let mut outcomes: Vec<StoreResult<()>> = Vec::with_capacity(docs.len());
+    let mut admitted = Vec::with_capacity(docs.len());
+    for (doc, entry) in docs.into_iter().zip(entered) {
+        match entry {
+            Ok(()) | Err(BackendError::Duplicate) => {
+                outcomes.push(Ok(()));
+                admitted.push(doc);
+            }
+            Err(e) => outcomes.push(Err(e)),
+        }
+    }
+    if admitted.is_empty() {
+        return Ok(outcomes);
+    }
+    let inserted = bounded(target, target.orders.insert_many(&admitted), admitted.len()).await?;
+    let mut inserted = inserted.into_iter();
+    for outcome in outcomes.iter_mut().filter(|o| o.is_ok()) {
+        *outcome = inserted.next().expect("one outcome per admitted order");
+    }
+    Ok(outcomes)
+}
+
+/// One unordered `insertMany`, bounded here too, not only by each caller's `BACKEND_TIMEOUT`:
+/// a reply lost on the way back would otherwise hold this task (and, on FerretDB, the write lock
+/// it renews) for good, and every later order with it. The callers look their orders up after
+/// a fault.
+async fn bounded<W, T>(target: &Target, write: W, count: usize) -> StoreResult<Vec<StoreResult<()>>>
+where
+    W: std::future::IntoFuture<Output = Result<T, mongodb::error::Error>>,
+{
+    let write = async move { Ok(target.writes.run(write).await) };
+    let bound = crate::deadline::backend_timeout();
+    crate::deadline::within(BACKEND, bound, write)
+        .await
+        .and_then(|result| insert_many_outcomes(result, count))
 }

@@ -22,8 +22,11 @@
 //! - **Stock returned by failed and cancelled orders** goes back through a per-line claim on the
 //!   order document (see [`MongoStore::return_order_stock`]), so a return is never doubled, and
 //!   interrupted returns are finished by [`MongoStore::repair_stock_returns`].
-//! - **Uniqueness is enforced by unique indexes** (emails, notification claims, idempotency
-//!   keys), which are atomic even where nothing else is.
+//! - **Uniqueness is enforced by unique keys** (`_id` for idempotency records and outbox
+//!   entries, unique indexes for emails and notification claims), which are atomic even where
+//!   nothing else is.
+//! - **The outbox is a collection of its own**, keyed by order id: written just before the
+//!   order, deleted when the queue confirms it, so the outbox pass reads only what is unsent.
 //!
 //! Times are BSON datetimes, which keep milliseconds: a time read back is the time written,
 //! truncated to the millisecond. That is all callers need (ordering, `updated_at - created_at`),
@@ -53,6 +56,7 @@ mod idempotency;
 mod indexes;
 mod insert_batcher;
 mod orders;
+mod purge_clock;
 mod write_lock;
 
 use std::future::IntoFuture;
@@ -71,6 +75,7 @@ use crate::store::{StoreHealth, StoreResult};
 use documents::*;
 use errors::{db_error, redact, BACKEND};
 use insert_batcher::InsertBatcher;
+use purge_clock::PurgeClock;
 use write_lock::Writes;
 
 /// Used when the URI names no database, so `mongodb://host` works out of the box.
@@ -90,8 +95,15 @@ pub struct MongoStore {
     orders: Collection<OrderDoc>,
     notifications: Collection<NotificationDoc>,
     idempotency: Collection<IdempotencyDoc>,
+    /// Each order's entry until the queue confirmed it (see `insert_batcher`).
+    outbox: Collection<OutboxDoc>,
     /// False when the server refused TTL indexes: expired records are then purged by the code.
     ttl_indexes: bool,
+    /// When that purge of idempotency records is due.
+    idempotency_purges: PurgeClock,
+    /// Whether records of the layout before `_id` keys may still be replayed (see
+    /// `idempotency`).
+    legacy_idempotency: bool,
     /// Straight through, or serialised on servers whose updates are not atomic (FerretDB 1.x,
     /// see the module comment).
     writes: Writes,
@@ -144,7 +156,11 @@ impl MongoStore {
         ping(&db).await?;
         let writes = Writes::for_server(&db).await?;
         command_counter::register(writes.serialised());
-        let order_inserts = InsertBatcher::start(db.collection("orders"), writes.clone());
+        let order_inserts = InsertBatcher::start(
+            db.collection("orders"),
+            db.collection("outbox"),
+            writes.clone(),
+        );
         let mut store = MongoStore {
             order_inserts,
             users: db.collection("users"),
@@ -152,12 +168,23 @@ impl MongoStore {
             products: db.collection("products"),
             orders: db.collection("orders"),
             notifications: db.collection("notifications"),
-            idempotency: db.collection("idempotency_keys"),
+            idempotency: db.collection(idempotency::COLLECTION),
+            outbox: db.collection("outbox"),
             db,
             ttl_indexes: true,
+            idempotency_purges: PurgeClock::new(idempotency::PURGE_EVERY),
+            legacy_idempotency: false,
             writes,
         };
         store.ttl_indexes = store.create_indexes().await?;
+        store.legacy_idempotency = store.has_legacy_idempotency().await?;
+        let moved = store.move_legacy_outbox_flags().await?;
+        if moved > 0 {
+            tracing::info!(
+                orders = moved,
+                "moved unsent orders to the outbox collection"
+            );
+        }
         Ok(store)
     }
 

@@ -1,6 +1,8 @@
-//! Orders, their transitions, notification claims and outbox flags on MongoDB. Without a
+//! Orders, their transitions, notification claims and outbox entries on MongoDB. Without a
 //! transaction spanning an order and its products, the order document carries the bookkeeping
 //! that makes a failed or cancelled order's stock come back exactly once.
+
+use std::collections::HashSet;
 
 use chrono::{DateTime, Utc};
 use mongodb::options::ReturnDocument;
@@ -328,22 +330,48 @@ impl Orders for MongoStore {
             return Ok(());
         }
         let ids: Vec<_> = order_ids.iter().map(|id| id.object_id()).collect();
-        self.write(self.orders.update_many(
-            doc! { "_id": { "$in": ids } },
-            doc! { "$set": { "enqueued": true } },
-        ))
-        .await
-        .map_err(db_error)?;
+        self.write(self.outbox.delete_many(doc! { "_id": { "$in": ids } }))
+            .await
+            .map_err(db_error)?;
         Ok(())
     }
 
     async fn unenqueued_orders(&self, before: DateTime<Utc>, limit: u32) -> StoreResult<Vec<Id>> {
-        let filter = doc! {
-            "status": OrderStatus::Pending.as_str(),
-            "enqueued": false,
-            "createdAt": { "$lt": bson_time(before) },
-        };
-        self.order_ids(filter, doc! { "createdAt": 1 }, limit).await
+        loop {
+            let entries: Vec<OutboxDoc> = self
+                .outbox
+                .find(doc! { "createdAt": { "$lt": bson_time(before) } })
+                .sort(doc! { "createdAt": 1 })
+                .limit(i64::from(limit))
+                .await
+                .map_err(db_error)?
+                .try_collect()
+                .await
+                .map_err(db_error)?;
+            let full_page = entries.len() == limit as usize;
+            let ids: Vec<ObjectId> = entries.iter().map(|e| e.order_id).collect();
+            let pending = self.pending_among(&ids).await?;
+            // An entry whose order is not pending needs no message: a worker took the order,
+            // it was cancelled, or its insert never landed (the entry goes first, see
+            // `insert_batcher`). Dropped here, so a later page is not full of them.
+            let settled: Vec<ObjectId> = ids
+                .iter()
+                .copied()
+                .filter(|id| !pending.contains(id))
+                .collect();
+            if !settled.is_empty() {
+                self.write(self.outbox.delete_many(doc! { "_id": { "$in": settled } }))
+                    .await
+                    .map_err(db_error)?;
+            }
+            if !pending.is_empty() || !full_page {
+                return Ok(ids
+                    .into_iter()
+                    .filter(|id| pending.contains(id))
+                    .map(Id::from_object_id)
+                    .collect());
+            }
+        }
     }
 
     async fn stuck_orders(&self, before: DateTime<Utc>, limit: u32) -> StoreResult<Vec<Id>> {
@@ -357,6 +385,54 @@ impl Orders for MongoStore {
 }
 
 impl MongoStore {
+    /// Which of these orders are pending, in one indexed read.
+    async fn pending_among(&self, ids: &[ObjectId]) -> StoreResult<HashSet<ObjectId>> {
+        if ids.is_empty() {
+            return Ok(HashSet::new());
+        }
+        let filter = doc! { "_id": { "$in": ids }, "status": OrderStatus::Pending.as_str() };
+        let found = self.order_ids(filter, doc! {}, ids.len() as u32).await?;
+        Ok(found.into_iter().map(|id| id.object_id()).collect())
+    }
+
+    /// Outbox entries for the pending orders an earlier version flagged `enqueued: false`
+    /// instead, so an upgrade loses none of them; their flags are then removed, so this finds
+    /// nothing next time. Runs at connect: one indexed read when there is nothing to move.
+    pub(super) async fn move_legacy_outbox_flags(&self) -> StoreResult<u64> {
+        let flagged: Vec<OutboxDoc> = self
+            .orders
+            .clone_with_type::<OutboxDoc>()
+            .find(doc! { "status": OrderStatus::Pending.as_str(), "enqueued": false })
+            .projection(doc! { "_id": 1, "createdAt": 1 })
+            .await
+            .map_err(db_error)?
+            .try_collect()
+            .await
+            .map_err(db_error)?;
+        if flagged.is_empty() {
+            return Ok(0);
+        }
+        let entered = self
+            .write(self.outbox.insert_many(&flagged).ordered(false))
+            .await;
+        for outcome in insert_many_outcomes(entered, flagged.len())? {
+            match outcome {
+                Ok(()) | Err(BackendError::Duplicate) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        // Only these: the flag of orders already sent is harmless and never read again, and
+        // clearing it everywhere would scan the whole collection at every start.
+        let ids: Vec<ObjectId> = flagged.iter().map(|e| e.order_id).collect();
+        self.write(self.orders.update_many(
+            doc! { "_id": { "$in": ids } },
+            doc! { "$unset": { "enqueued": "" } },
+        ))
+        .await
+        .map_err(db_error)?;
+        Ok(flagged.len() as u64)
+    }
+
     /// The ids of the orders `filter` selects, in `sort` order, at most `limit`.
     async fn order_ids(
         &self,

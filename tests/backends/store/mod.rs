@@ -59,6 +59,7 @@ mod accounts;
 mod catalogue;
 mod health;
 mod idempotency;
+mod mongo_layout;
 mod mongo_only;
 mod orders;
 mod write_lock;
@@ -216,6 +217,8 @@ pub(super) struct Fixture {
 pub(super) struct MongoFixture {
     /// The same backend as the fixture's `stores`, for what only MongoDB has.
     pub(super) store: MongoStore,
+    /// Where `store` is connected, for a second connection to the same database.
+    pub(super) uri: String,
     /// None when the tests run against the server named by `MONGODB_TEST_URI`.
     pub(super) ferretdb: Option<support::ferretdb::FerretDb>,
 }
@@ -261,7 +264,11 @@ impl Fixture {
             .expect("connect to the test server");
         Some(Fixture {
             stores: Stores::new(store.clone()),
-            mongo: Some(MongoFixture { store, ferretdb }),
+            mongo: Some(MongoFixture {
+                store,
+                uri,
+                ferretdb,
+            }),
             sqlite_dir: None,
         })
     }
@@ -271,6 +278,7 @@ impl Fixture {
         if let Some(MongoFixture {
             store,
             ferretdb: None,
+            ..
         }) = &self.mongo
         {
             store
