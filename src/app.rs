@@ -165,6 +165,14 @@ pub async fn run(config: Config, role: Role) -> anyhow::Result<()> {
         let mailer = backends.mailer.clone();
         Supervisor::start_in_arbiter(&Arbiter::new().handle(), move |_| MailerActor { mailer })
     };
+    let admission = Admission::new(config.max_orders_in_flight, config.max_queue_backlog);
+    if role.serves_api() {
+        crate::actors::backlog::watch(
+            backends.queue.clone(),
+            admission.clone(),
+            crate::actors::backlog::probe_interval(kinds.queue_is_remote()),
+        );
+    }
     let order_actor = OrderActor {
         orders: backends.stores.orders.clone(),
         idempotency: backends.stores.idempotency.clone(),
@@ -178,7 +186,7 @@ pub async fn run(config: Config, role: Role) -> anyhow::Result<()> {
         processing_time: config.queue.processing_time,
         outbox_busy: Arc::new(AtomicBool::new(false)),
         runs_outbox: true,
-        admission: Admission::new(config.max_orders_in_flight),
+        admission,
         stuck_after: config.queue.stuck_after,
     };
     let orders = {

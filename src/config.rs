@@ -124,6 +124,8 @@ pub struct Config {
     pub trust_proxy_hops: usize,
     /// Order creations one process runs at once; more are shed with 503 `overloaded`.
     pub max_orders_in_flight: usize,
+    /// Orders waiting in the queue past which creations are shed with 503 `overloaded`; 0 off.
+    pub max_queue_backlog: u64,
     /// OTLP trace export, when `OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT` is set.
     pub trace_export: Option<crate::telemetry::settings::TraceExport>,
     /// Bound on every backend call (`BACKEND_TIMEOUT`, see `deadline`).
@@ -307,6 +309,7 @@ impl Config {
             r.errors
                 .push("MAX_ORDERS_IN_FLIGHT: expected a whole number from 1".into());
         }
+        let max_queue_backlog = r.parse("MAX_QUEUE_BACKLOG", 2000u64, "a whole number");
         let trust_proxy_headers = match r.get("TRUST_PROXY_HEADERS").as_deref() {
             None | Some("false") | Some("0") => false,
             Some("true") | Some("1") => true,
@@ -355,6 +358,7 @@ impl Config {
             trust_proxy_headers,
             trust_proxy_hops,
             max_orders_in_flight,
+            max_queue_backlog,
             backend_timeout,
         })
     }

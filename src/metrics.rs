@@ -35,6 +35,7 @@ pub const QUEUE_MESSAGES_DEAD_LETTERED_TOTAL: &str = "queue_messages_dead_letter
 pub const QUEUE_MESSAGE_PROCESSING_SECONDS: &str = "queue_message_processing_seconds";
 /// Approximate number of messages by state (`visible`, `in_flight`, `dead_letter`).
 pub const QUEUE_DEPTH: &str = "queue_depth";
+pub const QUEUE_BACKLOG_OBSERVED: &str = "admission_queue_backlog";
 pub const OUTBOX_RESENT_TOTAL: &str = "outbox_resent_total";
 /// Orders the stranded-order sweeper sent again (pending or processing past `ORDER_STUCK_AFTER`).
 pub const ORDERS_STRANDED_RESENT_TOTAL: &str = "orders_stranded_resent_total";
@@ -137,7 +138,7 @@ fn describe() {
     );
     describe_counter!(
         ORDERS_SHED_TOTAL,
-        "Order creations refused with 503 overloaded because MAX_ORDERS_IN_FLIGHT were already running"
+        "Order creations refused with 503 overloaded, by reason: in_flight (MAX_ORDERS_IN_FLIGHT were already running) or backlog (MAX_QUEUE_BACKLOG orders were waiting for a worker)"
     );
     describe_histogram!(
         ORDER_COMPLETION_SECONDS,
@@ -170,6 +171,10 @@ fn describe() {
         "Time to process one queue message"
     );
     describe_gauge!(QUEUE_DEPTH, "Approximate messages in the queue by state");
+    describe_gauge!(
+        QUEUE_BACKLOG_OBSERVED,
+        "Messages waiting in the queue as this process's admission last saw them (MAX_QUEUE_BACKLOG)"
+    );
     describe_counter!(
         OUTBOX_RESENT_TOTAL,
         "Orders whose queue message was re-sent by the outbox reconciler"
@@ -315,12 +320,14 @@ fn register_failure_counters() {
                 .increment(0);
         }
     }
+    for shed in crate::actors::admission::Shed::ALL {
+        metrics::counter!(ORDERS_SHED_TOTAL, "reason" => shed.as_str()).increment(0);
+    }
     for counter in [
         ORDERS_CREATED_TOTAL,
         ORDERS_COMPLETED_TOTAL,
         ORDERS_FAILED_TOTAL,
         ORDERS_CANCELLED_TOTAL,
-        ORDERS_SHED_TOTAL,
         QUEUE_MESSAGES_SENT_TOTAL,
         QUEUE_MESSAGES_RECEIVED_TOTAL,
         QUEUE_MESSAGES_DELETED_TOTAL,

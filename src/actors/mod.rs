@@ -7,6 +7,7 @@
 
 pub mod admission;
 pub mod auth;
+pub mod backlog;
 pub mod enqueued_marks;
 pub mod inventory;
 pub mod mailer;

@@ -193,7 +193,9 @@ pub async fn list(
 #[utoipa::path(get, path = "/api/orders/{id}", tag = "orders", operation_id = "getOrder", security(("bearer" = [])),
     params(("id" = Id, Path, description = "Order id")),
     responses(
-        (status = 200, description = "The order", body = Order),
+        (status = 200, description = "The order", body = Order,
+            headers(("Retry-After" = u64, description = "Only while the order is not in a final status: \
+                seconds a client polling for its outcome should wait before asking again"))),
         (status = 400, description = "Malformed id"),
         (status = 404, description = "No such order, or not the caller's"),
     ))]
@@ -212,8 +214,20 @@ pub async fn get(
         },
     )
     .await?;
-    Ok(HttpResponse::Ok().json(order))
+    let mut response = HttpResponse::Ok();
+    if !order.status.is_terminal() {
+        // Pollers that honour it ask once a second instead of as fast as they can: under a
+        // backlog, their polls would otherwise multiply with the orders waiting.
+        response.insert_header((
+            actix_web::http::header::RETRY_AFTER,
+            POLL_AGAIN_AFTER_SECS.to_string(),
+        ));
+    }
+    Ok(response.json(order))
 }
+
+/// What `Retry-After` tells a client polling an order that is not final yet.
+const POLL_AGAIN_AFTER_SECS: u64 = 1;
 
 #[utoipa::path(post, path = "/api/orders/{id}/cancel", tag = "orders", operation_id = "cancelOrder", security(("bearer" = [])),
     params(("id" = Id, Path, description = "Order id")),

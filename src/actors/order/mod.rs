@@ -90,9 +90,12 @@ impl Supervised for OrderActor {
 impl Handler<CreateOrder> for OrderActor {
     type Result = ResponseActFuture<Self, Result<PlacedOrder, AppError>>;
     fn handle(&mut self, msg: CreateOrder, _: &mut Context<Self>) -> Self::Result {
-        let Some(permit) = self.admission.try_admit() else {
-            metrics::counter!(ORDERS_SHED_TOTAL).increment(1);
-            return Box::pin(actix::fut::ready(Err(AppError::Overloaded)));
+        let permit = match self.admission.try_admit() {
+            Ok(permit) => permit,
+            Err(shed) => {
+                metrics::counter!(ORDERS_SHED_TOTAL, "reason" => shed.as_str()).increment(1);
+                return Box::pin(actix::fut::ready(Err(AppError::Overloaded)));
+            }
         };
         let this = self.clone();
         guarded_as(NAME, WorkPath::Request, async move {

@@ -21,6 +21,7 @@ use serde_json::{json, Value};
 /// Long enough for a redelivery after a visibility timeout plus a slow start on a busy machine.
 const RECOVERY_DEADLINE: Duration = Duration::from_secs(40);
 
+mod backlog;
 mod black_holes;
 mod contention;
 mod crashes;
