@@ -14,6 +14,8 @@ pub struct StoredSpan {
     pub name: String,
     /// `CHILD_OF` reference: the parent span's id.
     pub parent: Option<String>,
+    /// `FOLLOWS_FROM` references (OpenTelemetry span links): (trace id, span id) of each.
+    pub links: Vec<(String, String)>,
     pub tags: Vec<(String, String)>,
 }
 
@@ -105,6 +107,16 @@ fn parse_trace(body: &Value) -> Option<Trace> {
                 span_id: s["spanID"].as_str().unwrap_or_default().to_string(),
                 name: s["operationName"].as_str().unwrap_or_default().to_string(),
                 parent: of_type("CHILD_OF").into_iter().next(),
+                links: refs
+                    .iter()
+                    .filter(|r| r["refType"] == "FOLLOWS_FROM")
+                    .filter_map(|r| {
+                        Some((
+                            r["traceID"].as_str()?.to_string(),
+                            r["spanID"].as_str()?.to_string(),
+                        ))
+                    })
+                    .collect(),
                 tags: s["tags"]
                     .as_array()
                     .map(|tags| {
@@ -125,6 +137,15 @@ fn parse_trace(body: &Value) -> Option<Trace> {
     Some(Trace { spans })
 }
 
+/// Trace `trace_id` as Jaeger holds it now (`Err` saying why there is none yet).
+pub async fn fetch_trace(query_url: &str, trace_id: &str) -> Result<Trace, String> {
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let url = format!("{query_url}/api/traces/{trace_id}");
+    let resp = client.get(&url).send().await.map_err(|e| e.to_string())?;
+    let body: Value = resp.json().await.map_err(|e| e.to_string())?;
+    parse_trace(&body).ok_or_else(|| format!("no trace {trace_id} yet: {body}"))
+}
+
 /// Polls Jaeger until trace `trace_id` holds a span of each of `names`; returns it.
 pub async fn wait_for_spans(
     query_url: &str,
@@ -132,24 +153,16 @@ pub async fn wait_for_spans(
     names: &[&str],
     deadline: Duration,
 ) -> Trace {
-    let client = reqwest::Client::builder().no_proxy().build().unwrap();
-    let url = format!("{query_url}/api/traces/{trace_id}");
     poll_until(
         deadline,
         &format!("spans {names:?} in trace {trace_id}"),
-        || {
-            let (client, url) = (client.clone(), url.clone());
-            async move {
-                let resp = client.get(&url).send().await.map_err(|e| e.to_string())?;
-                let body: Value = resp.json().await.map_err(|e| e.to_string())?;
-                let trace = parse_trace(&body).ok_or_else(|| format!("no trace yet: {body}"))?;
-                let missing: Vec<&&str> =
-                    names.iter().filter(|n| trace.named(n).is_none()).collect();
-                if missing.is_empty() {
-                    Ok(trace)
-                } else {
-                    Err(format!("missing {missing:?}; have: {}", trace.names()))
-                }
+        || async move {
+            let trace = fetch_trace(query_url, trace_id).await?;
+            let missing: Vec<&&str> = names.iter().filter(|n| trace.named(n).is_none()).collect();
+            if missing.is_empty() {
+                Ok(trace)
+            } else {
+                Err(format!("missing {missing:?}; have: {}", trace.names()))
             }
         },
     )

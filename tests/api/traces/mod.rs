@@ -14,7 +14,7 @@ use serde_json::Value;
 
 use crate::harness::support::jaeger::{self, Jaeger};
 use crate::harness::*;
-use jaeger_api::{wait_for_spans, Trace};
+use jaeger_api::{fetch_trace, wait_for_spans, Trace};
 
 /// Spans reach Jaeger within the batch delay set below plus Jaeger's own batching.
 const TRACE_DEADLINE: Duration = Duration::from_secs(20);
@@ -220,6 +220,84 @@ async fn api_and_worker_on_the_real_backends_make_one_trace() {
         Some("aws_sqs")
     );
     assert_eq!(trace.span("SES.SendEmail").tag("rpc.service"), Some("SES"));
+}
+
+/// Orders that wait for a worker are taken in one receive: its span is a child of the first
+/// order's send and links the send span of every other order in the batch, so each of their
+/// traces can be followed to the receive that took it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_receive_links_the_send_of_every_other_order_it_took() {
+    const ORDERS: usize = 3;
+    let Some(jaeger) = start_jaeger().await else {
+        return;
+    };
+    let env = with_otel(ServerEnv::embedded(&[]), &jaeger);
+    // No worker yet: the orders wait in the queue together.
+    let api = TestServer::start(env.clone(), "api").await;
+    let auth = api.login(SEED_USER_EMAIL, SEED_USER_PASSWORD).await;
+    let mut sent = Vec::new();
+    for _ in 0..ORDERS {
+        let trace_id = new_trace_id();
+        let r = post_traced_order(&api, &auth, &trace_id).await;
+        sent.push((trace_id, str_of(&r.json()["id"])));
+    }
+    // One poll of up to ten messages, so the waiting orders arrive in one receive.
+    let worker_env = env.with_vars(&[("METRICS_PORT", "0"), ("WORKER_CONCURRENCY", "10")]);
+    let _worker = TestServer::start(worker_env, "worker").await;
+    for (_, id) in &sent {
+        api.poll_order_status(&auth, id, "completed").await;
+    }
+
+    // Every send, and the receive in one of the traces (the worker exports after the API).
+    let query_url = jaeger.query_url();
+    let sends: Vec<(String, String, Trace)> =
+        poll_until(TRACE_DEADLINE, "the sends and the batch's receive", || {
+            let (query_url, sent) = (&query_url, &sent);
+            async move {
+                let mut sends = Vec::new();
+                for (trace_id, _) in sent {
+                    let trace = fetch_trace(query_url, trace_id).await?;
+                    let send = trace
+                        .named("send orders")
+                        .ok_or("no send yet")?
+                        .span_id
+                        .clone();
+                    sends.push((trace_id.clone(), send, trace));
+                }
+                if sends
+                    .iter()
+                    .any(|(_, _, t)| t.named("receive orders").is_some())
+                {
+                    Ok(sends)
+                } else {
+                    Err("no receive yet".to_string())
+                }
+            }
+        })
+        .await;
+    let receivers: Vec<&(String, String, Trace)> = sends
+        .iter()
+        .filter(|(_, _, t)| t.named("receive orders").is_some())
+        .collect();
+    let [(first_trace, _, trace)] = receivers.as_slice() else {
+        panic!(
+            "expected the batch's receive in exactly one order's trace, found it in {}",
+            receivers.len()
+        );
+    };
+    trace.assert_child("receive orders", "send orders");
+    let mut links = trace.span("receive orders").links.clone();
+    links.sort();
+    let mut others: Vec<(String, String)> = sends
+        .iter()
+        .filter(|(t, _, _)| t != first_trace)
+        .map(|(t, s, _)| (t.clone(), s.clone()))
+        .collect();
+    others.sort();
+    assert_eq!(
+        links, others,
+        "the receive links the send span of each other order in its batch"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
