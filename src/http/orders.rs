@@ -215,6 +215,7 @@ pub async fn get(
     )
     .await?;
     let mut response = HttpResponse::Ok();
+    response.insert_header(actix_web::http::header::ContentType::json());
     if !order.status.is_terminal() {
         // Pollers that honour it ask once a second instead of as fast as they can: under a
         // backlog, their polls would otherwise multiply with the orders waiting.
@@ -223,7 +224,7 @@ pub async fn get(
             POLL_AGAIN_AFTER_SECS.to_string(),
         ));
     }
-    Ok(response.json(order))
+    Ok(response.body(order.json))
 }
 
 /// What `Retry-After` tells a client polling an order that is not final yet.

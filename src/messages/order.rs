@@ -33,12 +33,21 @@ pub struct PlacedOrder {
 }
 
 /// The caller's own order; an admin may read any. Someone else's is `NotFound`, exactly as a
-/// missing one, so ids of other users' orders can not be probed.
+/// missing one, so ids of other users' orders can not be probed. Answered as the order's JSON,
+/// so a cached order is served as the bytes the cache holds, never parsed and written again.
 #[derive(Message)]
-#[rtype(result = "Result<Order, AppError>")]
+#[rtype(result = "Result<OrderJson, AppError>")]
 pub struct GetOrder {
     pub principal: Principal,
     pub order_id: Id,
+}
+
+/// An order as `GET /api/orders/{id}` sends it.
+#[derive(Debug)]
+pub struct OrderJson {
+    /// The order's JSON representation (as `serde_json` writes an `Order`).
+    pub json: String,
+    pub status: crate::domain::OrderStatus,
 }
 
 #[derive(Message)]

@@ -644,3 +644,37 @@ async fn names_in_the_html_email_are_escaped() {
         "the text part should keep the names as written:\n{text}"
     );
 }
+
+/// A finished order is served from the cache as the bytes stored there: the same JSON as the
+/// store's answer, with its JSON content type, to its owner and an admin only.
+#[tokio::test]
+async fn a_cached_order_reads_as_the_stored_one_and_only_by_its_owner() {
+    let srv = TestServer::serve().await;
+    let admin = srv.login_admin().await;
+    let (alice, bob) = (srv.new_user().await, srv.new_user().await);
+    let pid = str_of(&srv.create_product(&admin, &unique("Cached"), 300, 10).await["id"]);
+    let id = str_of(&srv.place_order(&alice, &[(&pid, 2)]).await["id"]);
+    srv.poll_order_status(&alice, &id, "completed").await;
+
+    let path = format!("/api/orders/{id}");
+    let mut reads: Vec<Resp> = Vec::new();
+    for who in [&alice, &alice, &admin] {
+        reads.push(srv.get(&path, Some(&who.access)).await);
+    }
+    for r in &reads {
+        r.assert_status(200);
+        assert_eq!(
+            r.header("content-type").as_deref(),
+            Some("application/json"),
+            "{}",
+            r.ctx()
+        );
+        assert_eq!(r.json(), reads[0].json(), "every read shows the same order");
+    }
+    let order = reads[0].json();
+    assert_eq!(order["status"], json!("completed"));
+    assert_eq!(order["userId"], alice.user["id"]);
+    assert_eq!(order["items"][0]["quantity"], json!(2));
+    let r = srv.get(&path, Some(&bob.access)).await;
+    assert_problem(&r, 404, "not_found");
+}

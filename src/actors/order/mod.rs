@@ -107,13 +107,19 @@ impl Handler<CreateOrder> for OrderActor {
 }
 
 impl Handler<GetOrder> for OrderActor {
-    type Result = ResponseActFuture<Self, Result<Order, AppError>>;
+    type Result = ResponseActFuture<Self, Result<OrderJson, AppError>>;
     fn handle(&mut self, msg: GetOrder, _: &mut Context<Self>) -> Self::Result {
         let this = self.clone();
         guarded_as(NAME, WorkPath::Request, async move {
-            this.load_order(msg.order_id)
+            this.load_order_json(msg.order_id)
                 .await?
-                .filter(|o| o.user_id == msg.principal.user_id || msg.principal.is_admin())
+                .filter(|(head, _)| {
+                    head.user_id == msg.principal.user_id || msg.principal.is_admin()
+                })
+                .map(|(head, json)| OrderJson {
+                    json,
+                    status: head.status,
+                })
                 .ok_or(AppError::NotFound("order"))
         })
     }

@@ -3,10 +3,19 @@
 
 use super::OrderActor;
 use crate::cache::order_key;
-use crate::domain::{Id, Order};
+use crate::domain::{Id, Order, OrderStatus};
 use crate::error::AppError;
 use crate::metrics::*;
 use crate::telemetry::spans::cache_call;
+
+/// What a read needs out of a cached order's JSON; serde skips the rest without building it.
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct OrderHead {
+    id: Id,
+    pub(super) user_id: Id,
+    pub(super) status: OrderStatus,
+}
 
 impl OrderActor {
     /// Writes the order's current state to the cache after a change, so no read shows the old
@@ -23,6 +32,36 @@ impl OrderActor {
                     .increment(1);
             }
         }
+    }
+
+    /// An order's owner and status, and its JSON: a cached order's bytes as they are (only the
+    /// two fields the caller needs are read out of them), otherwise the order read through
+    /// [`Self::load_order`] and written out once.
+    pub(super) async fn load_order_json(
+        &self,
+        id: Id,
+    ) -> Result<Option<(OrderHead, String)>, AppError> {
+        let key = order_key(id);
+        if let Ok(Some(json)) = cache_call("get", self.cache.get(&key)).await {
+            if let Ok(head) = serde_json::from_str::<OrderHead>(&json) {
+                if head.id == id {
+                    metrics::counter!(CACHE_HITS_TOTAL, "cache" => "order").increment(1);
+                    return Ok(Some((head, json)));
+                }
+            }
+        }
+        // A miss, a failure or an unreadable entry: the full read counts and logs it.
+        Ok(self.load_order(id).await?.map(|order| {
+            let head = OrderHead {
+                id: order.id,
+                user_id: order.user_id,
+                status: order.status,
+            };
+            (
+                head,
+                serde_json::to_string(&order).expect("orders serialise"),
+            )
+        }))
     }
 
     /// Reads an order through the cache; the store answers when the cache misses or fails.
