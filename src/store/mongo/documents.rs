@@ -104,14 +104,6 @@ pub(super) struct OrderDoc {
 
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub(super) struct NotificationDoc {
-    pub(super) order_id: ObjectId,
-    pub(super) status: String,
-    pub(super) claimed_at: bson::DateTime,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
 pub(super) struct IdempotencyDoc {
     #[serde(rename = "_id", default, skip_serializing_if = "Option::is_none")]
     pub(super) id: Option<ObjectId>,

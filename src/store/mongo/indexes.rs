@@ -53,6 +53,15 @@ impl MongoStore {
             ))
             .await
             .map_err(db_error)?;
+        // An admin's look through the orders in one status, newest first.
+        self.orders
+            .create_index(index(
+                doc! { "status": 1, "createdAt": -1, "_id": -1 },
+                "orders_by_status",
+                false,
+            ))
+            .await
+            .map_err(db_error)?;
         // Serves the outbox query (pending, not enqueued, oldest first) and, through its
         // status prefix, the search for interrupted stock returns.
         self.orders
@@ -68,6 +77,15 @@ impl MongoStore {
                 doc! { "orderId": 1, "status": 1 },
                 "notifications_claim",
                 true,
+            ))
+            .await
+            .map_err(db_error)?;
+        // The email sweeper's search: unsent claims, oldest first.
+        self.notifications
+            .create_index(index(
+                doc! { "sent": 1, "claimedAt": 1 },
+                "notifications_unsent",
+                false,
             ))
             .await
             .map_err(db_error)?;
@@ -96,7 +114,16 @@ impl MongoStore {
                 Duration::ZERO,
             )
             .await?;
-        Ok(idempotency_ttl && sessions_ttl)
+        // Sent records go when they are past their use (`expiresAt`, set when marked sent).
+        let notifications_ttl = self
+            .ttl_index(
+                &self.notifications.clone_with_type::<Document>(),
+                "expiresAt",
+                "notifications_expiry",
+                Duration::ZERO,
+            )
+            .await?;
+        Ok(idempotency_ttl && sessions_ttl && notifications_ttl)
     }
 
     /// A TTL index on `field`; when the server refuses TTL indexes (FerretDB 1.x answers

@@ -39,7 +39,8 @@
 //!
 //! Layout: one file per trait of `crate::store` (`accounts`, `catalogue`, `orders`,
 //! `idempotency`), each holding that aggregate's queries; beside them what they share: the
-//! stored documents and their conversions (`documents`), error mapping and credential
+//! stored documents and their conversions (`documents`), the orders' email claims
+//! (`notifications`), error mapping and credential
 //! redaction (`errors`), index creation (`indexes`) and the FerretDB write lock
 //! (`write_lock`). This file connects and holds the collections.
 
@@ -52,7 +53,9 @@ mod errors;
 mod idempotency;
 mod indexes;
 mod insert_batcher;
+mod notifications;
 mod orders;
+mod retention;
 mod write_lock;
 
 use std::future::IntoFuture;
@@ -88,7 +91,7 @@ pub struct MongoStore {
     sessions: Collection<SessionDoc>,
     products: Collection<ProductDoc>,
     orders: Collection<OrderDoc>,
-    notifications: Collection<NotificationDoc>,
+    notifications: Collection<notifications::ClaimDoc>,
     idempotency: Collection<IdempotencyDoc>,
     /// False when the server refused TTL indexes: expired records are then purged by the code.
     ttl_indexes: bool,

@@ -60,6 +60,7 @@ mod catalogue;
 mod health;
 mod idempotency;
 mod mongo_only;
+mod notifications;
 mod orders;
 mod write_lock;
 
