@@ -157,8 +157,8 @@ impl MongoStore {
             let reason = refused.split(", labels").next().unwrap_or(&refused);
             tracing::warn!(
                 error = %reason,
-                "the database refused TTL indexes; expired sessions and idempotency records \
-                 are ignored and purged by the service instead"
+                "the database refused TTL indexes; expired sessions, idempotency records and \
+                 email records are ignored and purged by the service instead"
             );
         }
         let plain = IndexModel::builder()

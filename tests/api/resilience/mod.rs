@@ -29,6 +29,7 @@ mod idempotency;
 mod outages;
 mod readiness;
 mod redelivery;
+mod retention;
 mod stranded;
 
 /// The embedded queue of `env`, opened from the test process as another producer would.

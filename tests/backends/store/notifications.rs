@@ -5,7 +5,7 @@
 
 use chrono::{TimeDelta, Utc};
 use order_service::domain::{Id, OrderStatus};
-use order_service::store::Stores;
+use order_service::store::{Session, Stores};
 
 use super::orders::fresh_only;
 
@@ -113,8 +113,86 @@ async fn a_second_mark_reports_a_duplicate(stores: Stores) {
         .unwrap());
 }
 
+fn session(expires_at: chrono::DateTime<Utc>) -> Session {
+    Session {
+        id: Id::new(),
+        user_id: Id::new(),
+        current_jti: "jti".into(),
+        expires_at,
+        revoked: false,
+        created_at: super::now(),
+    }
+}
+
+/// Retention: what is past its use goes, what is fresh (or still to be sent) stays.
+async fn expired_records_are_purged_and_fresh_ones_stay(stores: Stores) {
+    let now = super::now();
+    let (old, fresh) = (
+        session(now - TimeDelta::days(3)),
+        session(now + TimeDelta::days(3)),
+    );
+    // The expired one last: a MongoDB store without TTL indexes purges at each insert.
+    stores.accounts.insert_session(&fresh).await.unwrap();
+    stores.accounts.insert_session(&old).await.unwrap();
+    let o = &stores.orders;
+    let (expired, kept, unsent) = (Id::new(), Id::new(), Id::new());
+    o.mark_notification_sent(
+        expired,
+        DONE,
+        now - TimeDelta::days(40),
+        now - TimeDelta::days(10),
+    )
+    .await
+    .unwrap();
+    o.mark_notification_sent(kept, DONE, now, now + TimeDelta::days(30))
+        .await
+        .unwrap();
+    assert!(o
+        .claim_notification(unsent, DONE, fresh_only())
+        .await
+        .unwrap());
+
+    let purged = stores
+        .retention
+        .purge_expired(now, now - TimeDelta::days(1))
+        .await
+        .unwrap();
+    assert!(
+        purged.sessions >= 1 && purged.notifications >= 1,
+        "{purged:?}"
+    );
+    assert!(stores
+        .accounts
+        .find_session(old.id)
+        .await
+        .unwrap()
+        .is_none());
+    assert!(stores
+        .accounts
+        .find_session(fresh.id)
+        .await
+        .unwrap()
+        .is_some());
+    // The purged record no longer suppresses a claim; the kept one does; the unsent claim
+    // survived (it is still the sweeper's).
+    assert!(o
+        .claim_notification(expired, DONE, fresh_only())
+        .await
+        .unwrap());
+    assert!(!o
+        .claim_notification(kept, DONE, everything_stale())
+        .await
+        .unwrap());
+    let due = o
+        .unsent_notifications(everything_stale(), 1000)
+        .await
+        .unwrap();
+    assert!(due.contains(&(unsent, DONE)), "{due:?}");
+}
+
 contract_tests! {
     a_stale_unsent_claim_is_taken_over_and_a_sent_one_never,
     the_sweeper_lists_only_stale_unsent_claims,
     a_second_mark_reports_a_duplicate,
+    expired_records_are_purged_and_fresh_ones_stay,
 }
