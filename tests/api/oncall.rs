@@ -113,7 +113,8 @@ async fn dead_letters_are_listed_and_redriven_on_the_embedded_queue() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stuck_orders_are_the_ones_unchanged_past_the_bound() {
-    let env = ServerEnv::embedded(&[]);
+    // The embedded store, or MongoDB in the real-backend pass.
+    let env = ServerEnv::fresh();
     let api = TestServer::start(env.clone(), "api").await;
     let admin = api.login_admin().await;
     let pid = str_of(&api.create_product(&admin, &unique("Stuck"), 300, 10).await["id"]);
