@@ -126,6 +126,13 @@ pub async fn run(config: Config, role: Role) -> anyhow::Result<()> {
     let redrive = backends.redrive.clone();
     actix_web::rt::spawn(async move { redrive.warning().await });
 
+    crate::retention::Sweep {
+        backends: backends.clone(),
+        settings: config.retention.clone(),
+        mail_dir: (kinds.mailer == "file").then(|| config.mail_dir.clone()),
+    }
+    .start();
+
     // Only API processes seed, so `api` and `worker` starting together do not race to do it.
     if role.serves_api() && !config.is_production() && backends.stores.health.is_empty().await? {
         let report = crate::seed::seed(&backends.stores).await?;
@@ -188,6 +195,7 @@ pub async fn run(config: Config, role: Role) -> anyhow::Result<()> {
         runs_outbox: true,
         admission,
         stuck_after: config.queue.stuck_after,
+        emails: config.email.clone(),
     };
     let orders = {
         let actor = order_actor.clone();

@@ -88,6 +88,31 @@ pub struct QueueSettings {
     pub stuck_after: Duration,
 }
 
+/// Customer emails: when an unsent one is sent again, and how long records are kept.
+#[derive(Clone, Debug)]
+pub struct EmailSettings {
+    /// An email claimed this long ago and never marked sent is sent again by the sweeper
+    /// (`EMAIL_RESEND_AFTER`): longer than the mailer's longest send with its retries.
+    pub resend_after: Duration,
+    /// How long the record of a sent email is kept (`NOTIFICATION_RETENTION`); an order that
+    /// reached its status longer ago than this is not emailed again by a late message.
+    pub record_retention: Duration,
+}
+
+/// What the embedded backends delete when it is past its use (see `retention`).
+#[derive(Clone, Debug)]
+pub struct RetentionSettings {
+    /// How often the embedded store and queue are swept (`RETENTION_SWEEP_INTERVAL`).
+    pub sweep_interval: Duration,
+    /// Dead letters older than this are deleted (`DEAD_LETTER_RETENTION`).
+    pub dead_letters: Duration,
+    /// Sessions expired longer ago than this are deleted (`SESSION_RETENTION`).
+    pub expired_sessions: Duration,
+    /// `MAIL_DIR` day directories older than this many days are deleted
+    /// (`MAIL_RETENTION_DAYS`); 0 keeps them all.
+    pub mail_days: u32,
+}
+
 /// Login throttling (see `throttle`).
 #[derive(Clone, Debug)]
 pub struct LoginLimits {
@@ -130,6 +155,8 @@ pub struct Config {
     pub trace_export: Option<crate::telemetry::settings::TraceExport>,
     /// Bound on every backend call (`BACKEND_TIMEOUT`, see `deadline`).
     pub backend_timeout: Duration,
+    pub email: EmailSettings,
+    pub retention: RetentionSettings,
 }
 
 /// Why the configuration was refused.
@@ -325,6 +352,21 @@ impl Config {
                 .push("TRUST_PROXY_HOPS: expected a whole number from 1".into());
         }
 
+        let email = EmailSettings {
+            resend_after: r.duration("EMAIL_RESEND_AFTER", Duration::from_secs(300)),
+            record_retention: r.duration("NOTIFICATION_RETENTION", Duration::from_secs(30 * 86400)),
+        };
+        let retention = RetentionSettings {
+            sweep_interval: r.duration("RETENTION_SWEEP_INTERVAL", Duration::from_secs(3600)),
+            dead_letters: r.duration("DEAD_LETTER_RETENTION", Duration::from_secs(14 * 86400)),
+            expired_sessions: r.duration("SESSION_RETENTION", Duration::from_secs(86400)),
+            mail_days: r.parse(
+                "MAIL_RETENTION_DAYS",
+                30u32,
+                "a whole number of days (0: keep all)",
+            ),
+        };
+
         if !r.errors.is_empty() {
             return Err(ConfigError(r.errors));
         }
@@ -360,6 +402,8 @@ impl Config {
             max_orders_in_flight,
             max_queue_backlog,
             backend_timeout,
+            email,
+            retention,
         })
     }
 

@@ -1,6 +1,8 @@
-//! The `order-service` command: `serve` (default), `api`, `worker`, `seed`.
+//! The `order-service` command: `serve` (default), `api`, `worker`, `seed`, and the on-call's
+//! `dlq list | redrive` and `orders stuck` (see `oncall`).
 
 use clap::{Parser, Subcommand};
+use order_service::oncall::{self, Redrive};
 use order_service::{app, config::Config, telemetry};
 
 #[derive(Parser)]
@@ -14,7 +16,7 @@ struct Cli {
     command: Option<Command>,
 }
 
-#[derive(Subcommand, Clone, Copy)]
+#[derive(Subcommand, Clone)]
 enum Command {
     /// API and worker in one process (the default).
     Serve,
@@ -24,6 +26,52 @@ enum Command {
     Worker,
     /// Creates the demo data (idempotent) and exits.
     Seed,
+    /// Inspect and return dead-lettered queue messages (SQS's dead-letter queue, or the
+    /// embedded queue's dead letters).
+    Dlq {
+        #[command(subcommand)]
+        action: DlqCommand,
+    },
+    /// Inspect orders.
+    Orders {
+        #[command(subcommand)]
+        action: OrdersCommand,
+    },
+}
+
+#[derive(Subcommand, Clone)]
+enum DlqCommand {
+    /// Lists dead letters, oldest first, one JSON object per line.
+    List {
+        /// Show at most this many.
+        #[arg(long, default_value_t = oncall::DEFAULT_LIST_LIMIT)]
+        limit: usize,
+    },
+    /// Moves dead letters back onto the queue: the ones named, or every one with --all.
+    Redrive {
+        /// Every dead letter.
+        #[arg(long, conflicts_with = "ids", required_unless_present = "ids")]
+        all: bool,
+        /// Message ids, as `dlq list` shows them.
+        ids: Vec<String>,
+    },
+}
+
+#[derive(Subcommand, Clone)]
+enum OrdersCommand {
+    /// Lists orders pending or processing unchanged past a bound, oldest change first.
+    Stuck {
+        /// The bound, e.g. 10m or 2h (default: ORDER_STUCK_AFTER).
+        #[arg(long, value_parser = parse_duration)]
+        older_than: Option<std::time::Duration>,
+        /// Show at most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+}
+
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    order_service::duration::parse_duration(s)
 }
 
 /// Keeps glibc from holding on to large freed blocks. By default glibc raises its mmap
@@ -77,14 +125,30 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
+    let command = cli.command.unwrap_or(Command::Serve);
+    // The on-call's commands print their answer on stdout, where the logs would go: they log
+    // nothing, and say what went wrong on stderr.
+    let tool = matches!(command, Command::Dlq { .. } | Command::Orders { .. });
     // Dropped at the end of main: the spans still queued are sent before the process exits.
-    let _traces = telemetry::init(config.log_format, config.trace_export.as_ref());
+    let _traces = (!tool).then(|| telemetry::init(config.log_format, config.trace_export.as_ref()));
     let result = actix_web::rt::System::new().block_on(async move {
-        match cli.command.unwrap_or(Command::Serve) {
+        match command {
             Command::Serve => app::run(config, app::Role::Serve).await,
             Command::Api => app::run(config, app::Role::Api).await,
             Command::Worker => app::run(config, app::Role::Worker).await,
             Command::Seed => app::seed_only(config).await,
+            Command::Dlq {
+                action: DlqCommand::List { limit },
+            } => oncall::dlq_list(config, limit).await,
+            Command::Dlq {
+                action: DlqCommand::Redrive { all, ids },
+            } => {
+                let which = if all { Redrive::All } else { Redrive::Ids(ids) };
+                oncall::dlq_redrive(config, which).await
+            }
+            Command::Orders {
+                action: OrdersCommand::Stuck { older_than, limit },
+            } => oncall::orders_stuck(config, older_than, limit).await,
         }
     });
     match result {

@@ -49,6 +49,11 @@ pub const CACHE_ERRORS_TOTAL: &str = "cache_errors_total";
 
 pub const EMAILS_SENT_TOTAL: &str = "emails_sent_total";
 pub const EMAILS_FAILED_TOTAL: &str = "emails_failed_total";
+/// Emails sent again by the email sweeper (claimed and never marked sent): an upper bound on
+/// the duplicates nobody can see (a send that went out before its sender died).
+pub const EMAILS_RESENT_TOTAL: &str = "emails_resent_total";
+/// Emails sent when their claim was already marked sent: duplicates that certainly went out.
+pub const EMAILS_DUPLICATE_TOTAL: &str = "emails_duplicate_total";
 
 pub const AUTH_LOGINS_TOTAL: &str = "auth_logins_total";
 pub const AUTH_REGISTRATIONS_TOTAL: &str = "auth_registrations_total";
@@ -195,6 +200,14 @@ fn describe() {
     describe_counter!(
         EMAILS_FAILED_TOTAL,
         "Emails that could not be sent, by kind"
+    );
+    describe_counter!(
+        EMAILS_RESENT_TOTAL,
+        "Emails claimed and never marked sent, sent again by the email sweeper, by kind"
+    );
+    describe_counter!(
+        EMAILS_DUPLICATE_TOTAL,
+        "Emails sent although already marked sent (certain duplicates), by kind"
     );
     describe_counter!(AUTH_LOGINS_TOTAL, "Login attempts by outcome");
     describe_counter!(AUTH_REGISTRATIONS_TOTAL, "Registrations by outcome");

@@ -62,4 +62,4 @@ traced_handlers!(
     ReleaseStock
 );
 traced_handlers!(MailerActor: SendOrderEmail);
-traced_handlers!(OrderActor: CreateOrder, GetOrder, ListOrders, CancelOrder, ProcessOrders);
+traced_handlers!(OrderActor: CreateOrder, GetOrder, ListOrders, ListAllOrders, CancelOrder, ProcessOrders);

@@ -20,7 +20,7 @@ use utoipa::openapi::{Ref, RefOr, Response};
 use utoipa::{Modify, OpenApi};
 
 use super::problem::{self, PROBLEM_JSON};
-use super::{auth, health, orders, products};
+use super::{admin, auth, health, orders, products};
 use crate::domain;
 
 #[derive(OpenApi)]
@@ -38,6 +38,7 @@ use crate::domain;
         auth::register, auth::login, auth::refresh, auth::logout, auth::me,
         products::list, products::get, products::create, products::update,
         orders::create, orders::list, orders::get, orders::cancel,
+        admin::list_orders,
         health::health, health::ready,
     ),
     components(schemas(
@@ -53,6 +54,7 @@ use crate::domain;
         (name = "auth", description = "Accounts and tokens"),
         (name = "products", description = "The catalogue"),
         (name = "orders", description = "Placing and following orders"),
+        (name = "admin", description = "What only admins see"),
         (name = "operations", description = "Health and readiness"),
     )
 )]

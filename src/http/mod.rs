@@ -1,6 +1,7 @@
 //! The HTTP edge. Handlers only parse, authenticate, send one message to an actor and map the
 //! reply; no business rule lives here.
 
+pub mod admin;
 pub mod auth;
 pub mod client_address;
 pub mod context;
@@ -80,6 +81,7 @@ pub fn api(cfg: &mut web::ServiceConfig) {
         )
         .service(resource("/api/orders/{id}", "GET").route(web::get().to(orders::get)))
         .service(resource("/api/orders/{id}/cancel", "POST").route(web::post().to(orders::cancel)))
+        .service(resource("/api/admin/orders", "GET").route(web::get().to(admin::list_orders)))
         .service(web::redirect("/api-docs", "/api-docs/"))
         .service(
             SwaggerUi::new("/api-docs/{_:.*}")

@@ -1,6 +1,9 @@
-//! The embedded mailer: each email becomes an RFC 5322 `.eml` file in `MAIL_DIR` (open it with
-//! any mail client), plus a log line. The file name is the email's stable reference. A reader
-//! never sees half an email, and sending the same email twice leaves one file:
+//! The embedded mailer: each email becomes an RFC 5322 `.eml` file in a directory of its day
+//! under `MAIL_DIR` (`MAIL_DIR/2026-12-03/order-<id>-completed.eml`, the UTC date of the send;
+//! open it with any mail client), plus a log line. Day directories older than
+//! `MAIL_RETENTION_DAYS` are deleted by the retention sweep ([`purge_days`]), so the directory
+//! does not grow without bound. The file name is the email's stable reference. A reader never
+//! sees half an email, and sending the same email twice on one day leaves one file:
 //!
 //! - On Linux the email is written to an unnamed file (`O_TMPFILE`) that is then given its name
 //!   (`linkat`): one directory operation per email. Under load the file writes were 15–30 % of
@@ -14,6 +17,7 @@
 use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
+use chrono::NaiveDate;
 use lettre::message::{header::ContentType, Mailbox, MultiPart, SinglePart};
 use lettre::Message;
 
@@ -33,6 +37,37 @@ impl FileMailer {
             .map_err(|e| BackendError::unavailable(BACKEND, format!("{}: {e}", dir.display())))?;
         Ok(FileMailer { dir, from })
     }
+}
+
+/// The directory name of one day's emails.
+fn day_name(day: NaiveDate) -> String {
+    day.format("%Y-%m-%d").to_string()
+}
+
+/// Deletes the day directories of `dir` older than `keep_days` days before `today` (0 keeps
+/// everything); other entries are left alone. Returns how many went.
+pub fn purge_days(dir: &Path, keep_days: u32, today: NaiveDate) -> std::io::Result<usize> {
+    if keep_days == 0 {
+        return Ok(0);
+    }
+    let oldest_kept = today - chrono::Days::new(u64::from(keep_days - 1));
+    let mut purged = 0;
+    let entries = match std::fs::read_dir(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        other => other?,
+    };
+    for entry in entries {
+        let entry = entry?;
+        let name = entry.file_name();
+        let day = name
+            .to_str()
+            .and_then(|n| NaiveDate::parse_from_str(n, "%Y-%m-%d").ok());
+        if day.is_some_and(|d| d < oldest_kept) && entry.file_type()?.is_dir() {
+            std::fs::remove_dir_all(entry.path())?;
+            purged += 1;
+        }
+    }
+    Ok(purged)
 }
 
 /// Writes `bytes` as `dir/name`, whole or not at all; keeps `dir/name` if it exists.
@@ -154,11 +189,17 @@ impl Mailer for FileMailer {
     async fn send(&self, email: &OutgoingEmail) -> Result<(), BackendError> {
         let bytes = build_message(&self.from, email)?.formatted();
         let name = format!("{}.eml", email.reference);
-        let dir = self.dir.clone();
-        tokio::task::spawn_blocking(move || write_email_file(&dir, &name, &bytes))
-            .await
-            .map_err(|e| BackendError::other(BACKEND, e))?
-            .map_err(|e| BackendError::unavailable(BACKEND, e))?;
+        let dir = self.dir.join(day_name(chrono::Utc::now().date_naive()));
+        tokio::task::spawn_blocking(move || {
+            match std::fs::create_dir(&dir) {
+                Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => return Err(e),
+                _ => {}
+            }
+            write_email_file(&dir, &name, &bytes)
+        })
+        .await
+        .map_err(|e| BackendError::other(BACKEND, e))?
+        .map_err(|e| BackendError::unavailable(BACKEND, e))?;
         tracing::info!(reference = %email.reference, to = %email.to, subject = %email.subject, "email written");
         Ok(())
     }
@@ -215,5 +256,26 @@ mod tests {
     #[test]
     fn the_way_in_use_here_keeps_the_first_copy() {
         keeps_the_first_copy_and_leaves_nothing_else(write_email_file);
+    }
+
+    #[test]
+    fn only_day_directories_past_the_retention_are_deleted() {
+        let dir = std::env::temp_dir().join(format!("mail-days-{}", crate::domain::Id::new()));
+        for entry in ["2026-11-30", "2026-12-01", "2026-12-03", "not-a-day"] {
+            std::fs::create_dir_all(dir.join(entry)).unwrap();
+            std::fs::write(dir.join(entry).join("order-1-completed.eml"), b"x").unwrap();
+        }
+        std::fs::write(dir.join("2020-01-01"), b"a file, not a day directory").unwrap();
+        let today = NaiveDate::from_ymd_opt(2026, 12, 3).unwrap();
+        assert_eq!(purge_days(&dir, 0, today).unwrap(), 0, "0 keeps everything");
+        // Three days kept: today, yesterday and the day before.
+        assert_eq!(purge_days(&dir, 3, today).unwrap(), 1);
+        assert_eq!(
+            names(&dir),
+            ["2020-01-01", "2026-12-01", "2026-12-03", "not-a-day"]
+        );
+        assert_eq!(purge_days(&dir, 1, today).unwrap(), 1);
+        assert_eq!(names(&dir), ["2020-01-01", "2026-12-03", "not-a-day"]);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -20,6 +20,22 @@ pub struct OutgoingEmail {
     pub reference: String,
 }
 
+/// How a mailer says it is over its sending rate (SES `Throttling`): the start of an
+/// `Unavailable` error's detail. Such a send is retried for longer, and never counted as lost.
+pub const THROTTLED: &str = "throttled";
+/// The backend name the mailer actor answers with after a send that stayed throttled.
+pub const THROTTLED_MAILER: &str = "mailer (throttled)";
+
+/// A refusal for being over the sending rate.
+pub fn throttled(backend: &'static str, detail: impl std::fmt::Display) -> BackendError {
+    BackendError::unavailable(backend, format!("{THROTTLED}: {detail}"))
+}
+
+/// Whether `e` is a refusal for being over the sending rate.
+pub fn is_throttled(e: &BackendError) -> bool {
+    matches!(e, BackendError::Unavailable { detail, .. } if detail.starts_with(THROTTLED))
+}
+
 #[async_trait]
 pub trait Mailer: Send + Sync + 'static {
     async fn ping(&self) -> Result<(), BackendError>;

@@ -115,6 +115,27 @@ pub fn client_for_endpoint(endpoint: &str, region: &str) -> Client {
     Client::from_conf(config)
 }
 
+/// SES's answers for a send over the account's sending rate (the error code is `Throttling`,
+/// its message "Maximum sending rate exceeded"; some SDKs and emulators say
+/// `MaxSendRateExceeded` or `ThrottlingException`).
+const THROTTLING_CODES: [&str; 3] = ["Throttling", "ThrottlingException", "MaxSendRateExceeded"];
+
+/// A throttled send is told apart (see `crate::mail::THROTTLED`): it is retried for longer.
+fn send_error(
+    e: aws_sdk_ses::error::SdkError<aws_sdk_ses::operation::send_raw_email::SendRawEmailError>,
+) -> BackendError {
+    use aws_sdk_ses::error::ProvideErrorMetadata;
+    let throttled = e.code().is_some_and(|c| THROTTLING_CODES.contains(&c))
+        || e.message()
+            .is_some_and(|m| m.contains("Maximum sending rate exceeded"));
+    let error = sdk_error(BACKEND, "SendRawEmail", e);
+    if throttled {
+        crate::mail::throttled(BACKEND, error)
+    } else {
+        error
+    }
+}
+
 #[async_trait]
 impl Mailer for SesMailer {
     async fn ping(&self) -> Result<(), BackendError> {
@@ -153,7 +174,7 @@ impl Mailer for SesMailer {
             .raw_message(raw)
             .send()
             .await
-            .map_err(|e| sdk_error(BACKEND, "SendRawEmail", e))?;
+            .map_err(send_error)?;
         tracing::info!(
             reference = %email.reference,
             ses_message_id = output.message_id(),

@@ -57,6 +57,15 @@ pub struct ListOrders {
     pub page: PageRequest,
 }
 
+/// Everyone's orders, for an admin (others are refused).
+#[derive(Message)]
+#[rtype(result = "Result<Page<Order>, AppError>")]
+pub struct ListAllOrders {
+    pub principal: Principal,
+    pub status: Option<crate::domain::OrderStatus>,
+    pub page: PageRequest,
+}
+
 #[derive(Message)]
 #[rtype(result = "Result<Order, AppError>")]
 pub struct CancelOrder {

@@ -9,11 +9,12 @@
 use super::{
     ACTOR_MAILBOX_BACKLOG, AUTH_LOGINS_TOTAL, AUTH_REGISTRATIONS_TOTAL, AUTH_TOKENS_REJECTED_TOTAL,
     AUTH_TOKEN_REFRESHES_TOTAL, BACKEND_ERRORS_TOTAL, CACHE_ERRORS_TOTAL, CACHE_HITS_TOTAL,
-    CACHE_MISSES_TOTAL, STOCK_RESERVATION_FAILURES_TOTAL,
+    CACHE_MISSES_TOTAL, EMAILS_DUPLICATE_TOTAL, EMAILS_RESENT_TOTAL,
+    STOCK_RESERVATION_FAILURES_TOTAL,
 };
 
 /// Every `(backend, operation)` pair the service counts calls of.
-pub const BACKEND_CALLS: [(&str, &str); 30] = [
+pub const BACKEND_CALLS: [(&str, &str); 33] = [
     ("mailer", "send"),
     ("queue", "delete"),
     ("queue", "depth"),
@@ -30,9 +31,11 @@ pub const BACKEND_CALLS: [(&str, &str); 30] = [
     ("store", "insert_product"),
     ("store", "insert_session"),
     ("store", "insert_user"),
+    ("store", "list_all_orders"),
     ("store", "list_orders"),
     ("store", "list_products"),
     ("store", "mark_enqueued"),
+    ("store", "mark_notification_sent"),
     ("store", "release_notification"),
     ("store", "release_stock"),
     ("store", "reserve_stock"),
@@ -43,11 +46,23 @@ pub const BACKEND_CALLS: [(&str, &str); 30] = [
     ("store", "transition_order"),
     ("store", "transition_orders"),
     ("store", "unenqueued_orders"),
+    ("store", "unsent_notifications"),
     ("store", "update_product"),
 ];
 
 /// `(metric, label, values)`: each counter with the one label it is counted by.
-const OUTCOMES: [(&str, &str, &[&str]); 5] = [
+const OUTCOMES: [(&str, &str, &[&str]); 7] = [
+    // Emails go out for terminal statuses only.
+    (
+        EMAILS_DUPLICATE_TOTAL,
+        "kind",
+        &["completed", "failed", "cancelled"],
+    ),
+    (
+        EMAILS_RESENT_TOTAL,
+        "kind",
+        &["completed", "failed", "cancelled"],
+    ),
     (
         AUTH_LOGINS_TOTAL,
         "outcome",

@@ -113,7 +113,7 @@ async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::queue::{QueueDepth, QueueResult, ReceivedMessage};
+    use crate::queue::{DeadLetter, QueueDepth, QueueResult, ReceivedMessage};
     use std::sync::Mutex;
 
     /// Records the size of each batch it is sent.
@@ -147,6 +147,12 @@ mod tests {
         }
         async fn depth(&self) -> QueueResult<QueueDepth> {
             Ok(QueueDepth::default())
+        }
+        async fn dead_letters(&self, _: usize) -> QueueResult<Vec<DeadLetter>> {
+            Ok(vec![])
+        }
+        async fn redrive(&self, _: Option<&[String]>) -> QueueResult<Vec<String>> {
+            Ok(vec![])
         }
     }
 

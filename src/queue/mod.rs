@@ -40,6 +40,19 @@ pub struct OutgoingMessage {
     pub trace: TraceCarrier,
 }
 
+/// A message the queue gave up on after too many receives (the dead-letter queue).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeadLetter {
+    /// The id the message had on the queue; what `redrive` is given to pick it.
+    pub message_id: String,
+    pub body: String,
+    /// Receives before it was dead-lettered (on SQS, including those of `dlq list` itself).
+    pub receive_count: u32,
+    /// When it was dead-lettered (embedded queue), or first sent (SQS, which does not say
+    /// when it moved).
+    pub moved_at: chrono::DateTime<chrono::Utc>,
+}
+
 /// Messages sitting in the queue, as far as the backend can tell.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct QueueDepth {
@@ -85,6 +98,19 @@ pub trait Queue: Send + Sync + 'static {
     /// `maxReceiveCount`), when that is set apart from `QUEUE_MAX_RECEIVES`; see [`redrive`].
     async fn redrive_max_receives(&self) -> QueueResult<Option<u32>> {
         Ok(None)
+    }
+    /// Up to `limit` dead letters, oldest first, for the on-call (`order-service dlq list`).
+    /// They stay where they are.
+    async fn dead_letters(&self, limit: usize) -> QueueResult<Vec<DeadLetter>>;
+    /// Moves dead letters back onto the queue, as new messages with a fresh receive count: the
+    /// ones whose `message_id` is in `ids`, or every one when `ids` is `None`. Returns the ids
+    /// moved (an id not found is simply absent).
+    async fn redrive(&self, ids: Option<&[String]>) -> QueueResult<Vec<String>>;
+    /// Deletes the dead letters older than `before`; how many went. SQS does this itself (the
+    /// dead-letter queue's `MessageRetentionPeriod`), so by default nothing is done here.
+    async fn purge_dead_letters(&self, before: chrono::DateTime<chrono::Utc>) -> QueueResult<u64> {
+        let _ = before;
+        Ok(0)
     }
 }
 

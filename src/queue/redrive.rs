@@ -87,6 +87,12 @@ pub fn max_receive_count(policy: &str) -> Option<u32> {
     }
 }
 
+/// `deadLetterTargetArn` of a `RedrivePolicy` attribute: the dead-letter queue.
+pub fn dead_letter_arn(policy: &str) -> Option<String> {
+    let policy: serde_json::Value = serde_json::from_str(policy).ok()?;
+    policy["deadLetterTargetArn"].as_str().map(str::to_string)
+}
+
 #[cfg(test)]
 mod tests {
     use super::max_receive_count;

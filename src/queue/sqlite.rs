@@ -16,11 +16,13 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
 use rand::Rng;
 use rusqlite::params;
 use tokio::time::Instant;
 
+mod dead_letters;
+
+pub use super::DeadLetter;
 use super::{
     OutgoingMessage, Queue, QueueDepth, QueueResult, ReceivedMessage, TraceCarrier, MAX_BATCH,
 };
@@ -39,15 +41,6 @@ pub struct SqliteQueue {
     recheck: Duration,
 }
 
-/// A message that was received too often without being deleted.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct DeadLetter {
-    pub message_id: String,
-    pub body: String,
-    pub receive_count: u32,
-    pub moved_at: DateTime<Utc>,
-}
-
 impl SqliteQueue {
     /// `max_receives` is the redrive limit: deliveries a message gets before it is dead-lettered
     /// (at least 1).
@@ -57,28 +50,6 @@ impl SqliteQueue {
             max_receives: max_receives.max(1),
             recheck: RECHECK,
         }
-    }
-
-    /// Dead letters, oldest first, for tests and operators.
-    pub async fn dead_letters(&self) -> QueueResult<Vec<DeadLetter>> {
-        self.db
-            .read(|c| {
-                c.prepare_cached(
-                    "SELECT message_id, body, receive_count, moved_at FROM dead_letters \
-                     ORDER BY id",
-                )?
-                .query_map([], |r| {
-                    Ok(DeadLetter {
-                        message_id: r.get(0)?,
-                        body: r.get(1)?,
-                        receive_count: r.get(2)?,
-                        moved_at: DateTime::from_timestamp_millis(r.get(3)?).unwrap_or_default(),
-                    })
-                })?
-                .collect()
-            })
-            .await
-            .map_err(as_queue)
     }
 
     /// One attempt: up to `max` visible messages, dead-lettering on the way those that had
@@ -309,6 +280,18 @@ impl Queue for SqliteQueue {
             })
             .await
             .map_err(as_queue)
+    }
+
+    async fn dead_letters(&self, limit: usize) -> QueueResult<Vec<DeadLetter>> {
+        self.list_dead_letters(limit).await
+    }
+
+    async fn redrive(&self, ids: Option<&[String]>) -> QueueResult<Vec<String>> {
+        self.redrive_dead_letters(ids).await
+    }
+
+    async fn purge_dead_letters(&self, before: chrono::DateTime<chrono::Utc>) -> QueueResult<u64> {
+        self.delete_dead_letters_before(before).await
     }
 }
 

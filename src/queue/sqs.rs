@@ -23,8 +23,12 @@ use aws_sdk_sqs::types::{
 };
 use aws_sdk_sqs::Client;
 
+mod dead_letters;
+
 use super::sqs_attributes::{trace_attributes, trace_of, TRACEPARENT, TRACESTATE};
-use super::{OutgoingMessage, Queue, QueueDepth, QueueResult, ReceivedMessage, MAX_BATCH};
+use super::{
+    DeadLetter, OutgoingMessage, Queue, QueueDepth, QueueResult, ReceivedMessage, MAX_BATCH,
+};
 use crate::aws::{emulator_credentials, https_client, load_sdk_config, sdk_error};
 use crate::config::AwsConfig;
 use crate::error::BackendError;
@@ -118,6 +122,21 @@ impl SqsQueue {
 
     pub fn queue_url(&self) -> &str {
         &self.queue_url
+    }
+
+    /// The queue's `RedrivePolicy` attribute, when it has one.
+    async fn redrive_policy(&self) -> QueueResult<Option<String>> {
+        count_request("GetQueueAttributes");
+        Ok(self
+            .client
+            .get_queue_attributes()
+            .queue_url(&self.queue_url)
+            .attribute_names(QueueAttributeName::RedrivePolicy)
+            .send()
+            .await
+            .map_err(queue_error("GetQueueAttributes"))?
+            .attributes
+            .and_then(|mut a| a.remove(&QueueAttributeName::RedrivePolicy)))
     }
 
     /// The URL of the queue a redrive policy's `deadLetterTargetArn` names.
@@ -378,17 +397,7 @@ impl Queue for SqsQueue {
     }
 
     async fn redrive_max_receives(&self) -> QueueResult<Option<u32>> {
-        count_request("GetQueueAttributes");
-        let policy = self
-            .client
-            .get_queue_attributes()
-            .queue_url(&self.queue_url)
-            .attribute_names(QueueAttributeName::RedrivePolicy)
-            .send()
-            .await
-            .map_err(queue_error("GetQueueAttributes"))?
-            .attributes
-            .and_then(|mut a| a.remove(&QueueAttributeName::RedrivePolicy));
+        let policy = self.redrive_policy().await?;
         Ok(policy
             .as_deref()
             .and_then(super::redrive::max_receive_count))
@@ -424,8 +433,8 @@ impl Queue for SqsQueue {
 
         let dead_letter_arn = attributes
             .remove(&QueueAttributeName::RedrivePolicy)
-            .and_then(|policy| serde_json::from_str::<serde_json::Value>(&policy).ok())
-            .and_then(|policy| policy["deadLetterTargetArn"].as_str().map(str::to_string));
+            .as_deref()
+            .and_then(super::redrive::dead_letter_arn);
         let dead_letters = match dead_letter_arn {
             None => 0,
             Some(arn) => {
@@ -449,6 +458,14 @@ impl Queue for SqsQueue {
             in_flight,
             dead_letters,
         })
+    }
+
+    async fn dead_letters(&self, limit: usize) -> QueueResult<Vec<DeadLetter>> {
+        self.list_dead_letters(limit).await
+    }
+
+    async fn redrive(&self, ids: Option<&[String]>) -> QueueResult<Vec<String>> {
+        self.redrive_dead_letters(ids).await
     }
 }
 

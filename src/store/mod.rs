@@ -9,6 +9,8 @@
 //!   flags. Used by `OrderActor` and `EnqueuedMarks`.
 //! - [`Idempotency`] (`idempotency.rs`): stored answers to `Idempotency-Key` requests. Used by
 //!   `OrderActor`.
+//! - [`Retention`] (`retention.rs`): deletes expired sessions and old email records, on the
+//!   retention sweep's schedule.
 //! - [`StoreHealth`] (here): a round trip for `/ready`, and whether the database is empty
 //!   (seeding at start).
 //!
@@ -38,6 +40,7 @@ pub mod catalogue;
 pub mod idempotency;
 pub mod mongo;
 pub mod orders;
+pub mod retention;
 pub mod sqlite;
 
 use std::sync::Arc;
@@ -48,6 +51,7 @@ pub use accounts::{Accounts, RotateOutcome, Session};
 pub use catalogue::{Catalogue, ReserveOutcome};
 pub use idempotency::{Idempotency, IdempotencyRecord};
 pub use orders::{Orders, TransitionOutcome};
+pub use retention::{Purged, Retention};
 
 use crate::error::BackendError;
 
@@ -72,13 +76,15 @@ pub struct Stores {
     pub orders: Arc<dyn Orders>,
     pub idempotency: Arc<dyn Idempotency>,
     pub health: Arc<dyn StoreHealth>,
+    /// Deletes what is past its use (`crate::retention`).
+    pub retention: Arc<dyn Retention>,
 }
 
 impl Stores {
     /// Every part of the store, served by `backend`.
     pub fn new<B>(backend: B) -> Stores
     where
-        B: Accounts + Catalogue + Orders + Idempotency + StoreHealth,
+        B: Accounts + Catalogue + Orders + Idempotency + StoreHealth + Retention,
     {
         let backend = Arc::new(backend);
         Stores {
@@ -86,7 +92,8 @@ impl Stores {
             catalogue: backend.clone(),
             orders: backend.clone(),
             idempotency: backend.clone(),
-            health: backend,
+            health: backend.clone(),
+            retention: backend,
         }
     }
 }

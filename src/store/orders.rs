@@ -1,7 +1,7 @@
 //! Orders through their lifecycle: placement, reads, conditional status transitions (which
 //! give a failed or cancelled order's stock back in the same step, exactly once), the claims
-//! that make each status email go out once, and the outbox flags that tell which orders' queue
-//! messages were confirmed sent.
+//! that make each status email go out at least once and be sent by one caller at a time, and
+//! the outbox flags that tell which orders' queue messages were confirmed sent.
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -26,6 +26,13 @@ pub trait Orders: Send + Sync + 'static {
     async fn find_order(&self, id: Id) -> StoreResult<Option<Order>>;
     /// The user's orders, newest first, and how many there are in all.
     async fn list_orders(&self, user_id: Id, page: PageRequest) -> StoreResult<(Vec<Order>, u64)>;
+    /// Everyone's orders (in `status` only, when given), newest first, and how many there are
+    /// in all: what an admin looks through.
+    async fn list_all_orders(
+        &self,
+        status: Option<OrderStatus>,
+        page: PageRequest,
+    ) -> StoreResult<(Vec<Order>, u64)>;
 
     /// Moves the order from `from` to `to` if it is still in `from`. When `to` returns stock
     /// (failed, cancelled), the order's reserved quantities go back in the same step, so stock
@@ -55,19 +62,29 @@ pub trait Orders: Send + Sync + 'static {
         .await
     }
 
-    /// Records that the customer was told about `status`, if nobody recorded it yet. Returns
-    /// false when it was recorded before: the email must not be sent again.
-    async fn claim_notification(&self, order_id: Id, status: OrderStatus) -> StoreResult<bool>;
-    /// `claim_notification` for each claim, answered in the same order: all are made or none
-    /// (the embedded store makes them in one write). None, because a caller that sees an error
-    /// sends no email, so a claim made meanwhile would stop every later attempt from sending it.
-    async fn claim_notifications(&self, claims: &[(Id, OrderStatus)]) -> StoreResult<Vec<bool>> {
-        let results = join_all(
-            claims
-                .iter()
-                .map(|&(order_id, status)| self.claim_notification(order_id, status)),
-        )
-        .await;
+    /// Claims the status email of `(order_id, status)`: true when this caller is now the one to
+    /// send it. A claim is taken when none exists, or when one exists that was never marked
+    /// sent and was made before `stale_before` (its sender crashed, or gave it back with
+    /// `release_notification`). False when it was sent, or another caller's claim is fresh.
+    async fn claim_notification(
+        &self,
+        order_id: Id,
+        status: OrderStatus,
+        stale_before: DateTime<Utc>,
+    ) -> StoreResult<bool>;
+    /// `claim_notification` for each claim, answered in the same order. On an error every
+    /// claim this call made is given back, best effort: a claim left behind is only an unsent
+    /// claim, which the email sweeper sends once it is stale.
+    async fn claim_notifications(
+        &self,
+        claims: &[(Id, OrderStatus)],
+        stale_before: DateTime<Utc>,
+    ) -> StoreResult<Vec<bool>> {
+        let results =
+            join_all(claims.iter().map(|&(order_id, status)| {
+                self.claim_notification(order_id, status, stale_before)
+            }))
+            .await;
         if let Some(error) = results.iter().find_map(|r| r.as_ref().err()).cloned() {
             for (&(order_id, status), result) in claims.iter().zip(&results) {
                 if matches!(result, Ok(true)) {
@@ -78,8 +95,25 @@ pub trait Orders: Send + Sync + 'static {
         }
         Ok(results.into_iter().flatten().collect())
     }
-    /// Gives a notification claim back after the email could not be sent.
+    /// Records that the email of a claim went out, to be kept until `keep_until` (then the
+    /// record may be purged). True when it was marked sent before: this send was a duplicate.
+    async fn mark_notification_sent(
+        &self,
+        order_id: Id,
+        status: OrderStatus,
+        now: DateTime<Utc>,
+        keep_until: DateTime<Utc>,
+    ) -> StoreResult<bool>;
+    /// Gives an unsent claim back after its email could not be sent: it is stale at once, so
+    /// the next delivery or the sweeper's next pass takes it. A claim that was sent is kept.
     async fn release_notification(&self, order_id: Id, status: OrderStatus) -> StoreResult<()>;
+    /// Claims never marked sent and made before `stale_before`, oldest first: the emails the
+    /// sweeper sends again.
+    async fn unsent_notifications(
+        &self,
+        stale_before: DateTime<Utc>,
+        limit: u32,
+    ) -> StoreResult<Vec<(Id, OrderStatus)>>;
 
     /// Marks the order's queue message as sent (the outbox flag).
     async fn mark_enqueued(&self, order_id: Id) -> StoreResult<()>;

@@ -19,6 +19,7 @@ mod errors;
 mod fuzz;
 mod loadgen;
 mod observability;
+mod oncall;
 mod ops;
 mod orders;
 mod products;

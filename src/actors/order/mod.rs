@@ -4,14 +4,17 @@
 //! Delivery is at-least-once, so processing is written to be repeatable: a message means "look
 //! at this order and do what is due". Each status change is a conditional update on the stored
 //! status (a duplicate or late message finds nothing to move), stock is returned inside the
-//! transition that fails or cancels the order, and each email is claimed once per status
-//! before it is sent.
+//! transition that fails or cancels the order, and each email is claimed per status before it
+//! is sent and marked sent after.
 //!
 //! The actor's state and its handlers are here; each job has a file: `place` (reserve, store,
 //! queue; idempotency keys), `reads` (order reads through the cache), `lifecycle` (conditional
-//! transitions, cancellation), `process` (queue deliveries, giving up), `notify` (emails, once
-//! per status) and `outbox` (resending orders never confirmed on the queue).
+//! transitions, cancellation), `process` (queue deliveries, giving up), `notify` (emails, at
+//! least once per status), `email_sweeper` (emails claimed and never marked sent), `outbox`
+//! (resending orders never confirmed on the queue) and `stranded` (orders that lost their
+//! message).
 
+mod email_sweeper;
 mod lifecycle;
 mod notify;
 mod outbox;
@@ -32,6 +35,7 @@ use super::inventory::InventoryActor;
 use super::mailer::MailerActor;
 use super::{count_restart, guarded_as, MAILBOX_CAPACITY};
 use crate::cache::Cache;
+use crate::config::EmailSettings;
 use crate::domain::{Order, Page};
 use crate::error::AppError;
 use crate::messages::order::*;
@@ -69,6 +73,8 @@ pub struct OrderActor {
     pub admission: Arc<Admission>,
     /// Pending or processing unchanged this long, an order is stranded (`ORDER_STUCK_AFTER`).
     pub stuck_after: Duration,
+    /// When an unsent email is sent again, and how long email records are kept.
+    pub emails: EmailSettings,
 }
 
 impl Actor for OrderActor {
@@ -77,6 +83,7 @@ impl Actor for OrderActor {
         ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
         if self.runs_outbox {
             self.start_outbox(ctx);
+            self.start_email_sweeper(ctx);
         }
     }
 }
@@ -135,6 +142,25 @@ impl Handler<ListOrders> for OrderActor {
                 "store",
                 "list_orders",
                 orders.list_orders(principal.user_id, msg.page),
+            )
+            .await?;
+            Ok(Page::new(found, msg.page, total))
+        })
+    }
+}
+
+impl Handler<ListAllOrders> for OrderActor {
+    type Result = ResponseActFuture<Self, Result<Page<Order>, AppError>>;
+    fn handle(&mut self, msg: ListAllOrders, _: &mut Context<Self>) -> Self::Result {
+        let orders = self.orders.clone();
+        guarded_as(NAME, WorkPath::Request, async move {
+            if !msg.principal.is_admin() {
+                return Err(AppError::Forbidden);
+            }
+            let (found, total) = backend_call(
+                "store",
+                "list_all_orders",
+                orders.list_all_orders(msg.status, msg.page),
             )
             .await?;
             Ok(Page::new(found, msg.page, total))

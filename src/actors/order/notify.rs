@@ -1,14 +1,36 @@
-//! Telling the customer: each status email is claimed once in the store before it is handed
-//! to the mailer, and the claim is given back when the email could not be sent.
+//! Telling the customer, at least once and by one sender at a time: each status email is
+//! claimed in the store (a lease, `EMAIL_RESEND_AFTER`), sent, then marked sent. A send that
+//! fails gives the claim back; a process that dies between the claim and the mark leaves the
+//! claim unsent. Either way the email sweeper (`email_sweeper`) sends it once the claim is
+//! stale, so an email is never lost to a crash, a failed release or a dead-lettered message.
+//!
+//! A failed send is therefore not a failed delivery: the order's step is done and the email has
+//! a retry loop of its own, so a mailer outage (or SES throttling) can not push a queue message
+//! to its last attempt and into the dead letters.
+//!
+//! The price is a duplicate when a send went out and its mark did not reach the store (or the
+//! send outlived its lease): the sweeper sends again. Two sends that both reach the mark are
+//! counted in `emails_duplicate_total`; every resend is counted in `emails_resent_total`, the
+//! bound on the duplicates the service can not see.
 
 use futures_util::future::join_all;
 
 use super::OrderActor;
 use crate::actors::{ask, mailer};
-use crate::domain::{Order, User};
+use crate::domain::{Id, Order, OrderStatus, User};
 use crate::error::{AppError, BackendError};
 use crate::messages::mailer::SendOrderEmail;
-use crate::metrics::backend_call;
+use crate::metrics::{backend_call, EMAILS_DUPLICATE_TOTAL};
+
+/// What became of one claimed email.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Sent {
+    /// Sent and marked.
+    Done,
+    /// Not sent; the claim was given back for the sweeper (`throttled`: the mailer is over
+    /// its sending rate, so a pass stops sending for now).
+    Deferred { throttled: bool },
+}
 
 impl OrderActor {
     /// Emails the customer about the order's current (terminal) status, once per status.
@@ -23,19 +45,24 @@ impl OrderActor {
 
     /// Emails each customer about their order's current (terminal) status, once per status; one
     /// outcome per order, in order. The claims (one write) and the recipients (one read) are
-    /// asked for together, for all the orders at once, so the emails wait for the slower of two
-    /// store calls instead of two calls per order in turn.
+    /// asked for together. `Err` only when the claims could not be made: the caller's delivery
+    /// then retries. A claimed email that could not be sent is the sweeper's, and answers `Ok`.
     pub(super) async fn notify_all(
         &self,
         orders: &[(&Order, Option<String>)],
     ) -> Vec<Result<(), AppError>> {
+        let now = crate::domain::now();
+        // An order that reached its status longer ago than the records are kept may have lost
+        // its record: a late message (an old dead letter redriven) must not email it again.
+        let oldest = now - chrono_duration(self.emails.record_retention);
         let claims: Vec<_> = orders.iter().map(|(o, _)| (o.id, o.status)).collect();
         let user_ids: Vec<_> = orders.iter().map(|(o, _)| o.user_id).collect();
         let (claimed, users) = tokio::join!(
             backend_call(
                 "store",
                 "claim_notifications",
-                self.orders.claim_notifications(&claims),
+                self.orders
+                    .claim_notifications(&claims, self.stale_before()),
             ),
             backend_call("store", "find_users", self.accounts.find_users(&user_ids)),
         );
@@ -43,31 +70,90 @@ impl OrderActor {
             Ok(claimed) => claimed,
             Err(e) => return vec![Err(e.into()); orders.len()],
         };
-        let sends = orders
-            .iter()
-            .zip(claimed)
-            .enumerate()
-            .map(|(i, ((order, request_id), claimed))| {
-                let user = users.as_ref().map(|found| found[i].clone()).map_err(Clone::clone);
-                async move {
-                    if !claimed {
-                        return Ok(());
+        let sends =
+            orders
+                .iter()
+                .zip(claimed)
+                .enumerate()
+                .map(|(i, ((order, request_id), claimed))| {
+                    let user = users
+                        .as_ref()
+                        .map(|found| found[i].clone())
+                        .map_err(Clone::clone);
+                    async move {
+                        if !claimed {
+                            return Ok(());
+                        }
+                        if order.updated_at < oldest {
+                            // Claimed only because its record is gone: closed, not sent.
+                            self.close_claim(order.id, order.status).await;
+                            return Ok(());
+                        }
+                        self.send_claimed(order, user, request_id.clone()).await;
+                        Ok(())
                     }
-                    let sent = self.email(order, user, request_id.clone()).await;
-                    if let Err(e) = &sent {
-                        // Give the claim back so the next delivery of the message tries again.
-                        tracing::warn!(error = %e, order_id = %order.id, "order email not sent; will retry");
-                        let _ = backend_call(
-                            "store",
-                            "release_notification",
-                            self.orders.release_notification(order.id, order.status),
-                        )
-                        .await;
-                    }
-                    sent
-                }
-            });
+                });
         join_all(sends).await
+    }
+
+    /// Claims older than this, never marked sent, are taken over and sent again.
+    pub(super) fn stale_before(&self) -> chrono::DateTime<chrono::Utc> {
+        crate::domain::now() - chrono_duration(self.emails.resend_after)
+    }
+
+    /// Sends one claimed email and marks it sent; on failure gives the claim back.
+    pub(super) async fn send_claimed(
+        &self,
+        order: &Order,
+        user: Result<Option<User>, BackendError>,
+        request_id: Option<String>,
+    ) -> Sent {
+        match self.email(order, user, request_id).await {
+            Ok(()) => {
+                self.mark_sent(order).await;
+                Sent::Done
+            }
+            Err(e) => {
+                let throttled = matches!(&e, AppError::Unavailable(name) if *name == crate::mail::THROTTLED_MAILER);
+                tracing::warn!(error = %e, order_id = %order.id, "order email not sent; the email sweeper will send it");
+                // If this fails too, the claim goes stale by itself and is sent all the same.
+                let _ = backend_call(
+                    "store",
+                    "release_notification",
+                    self.orders.release_notification(order.id, order.status),
+                )
+                .await;
+                Sent::Deferred { throttled }
+            }
+        }
+    }
+
+    /// Records the send; a send found already recorded was a duplicate, and is counted.
+    async fn mark_sent(&self, order: &Order) {
+        if self.close_claim(order.id, order.status).await == Some(true) {
+            metrics::counter!(EMAILS_DUPLICATE_TOTAL, "kind" => order.status.as_str()).increment(1);
+            tracing::warn!(order_id = %order.id, status = order.status.as_str(), "order email sent twice");
+        }
+    }
+
+    /// Marks a claim sent: whether it was marked before, `None` when the store did not answer.
+    pub(super) async fn close_claim(&self, order_id: Id, status: OrderStatus) -> Option<bool> {
+        let now = crate::domain::now();
+        let keep_until = now + chrono_duration(self.emails.record_retention);
+        match backend_call(
+            "store",
+            "mark_notification_sent",
+            self.orders
+                .mark_notification_sent(order_id, status, now, keep_until),
+        )
+        .await
+        {
+            Ok(before) => Some(before),
+            Err(e) => {
+                tracing::warn!(error = %e, order_id = %order_id, "order email sent but not recorded; the sweeper will send it again");
+                None
+            }
+        }
     }
 
     /// Hands one order's email to the mailer; `user` is the lookup of its customer.
@@ -87,4 +173,9 @@ impl OrderActor {
         };
         ask(mailer::NAME, &self.mailer, email).await
     }
+}
+
+/// A configuration duration as a time span (saturating: a huge setting means "never").
+pub(super) fn chrono_duration(d: std::time::Duration) -> chrono::Duration {
+    chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
 }

@@ -101,14 +101,6 @@ pub(super) struct OrderDoc {
 
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub(super) struct NotificationDoc {
-    pub(super) order_id: ObjectId,
-    pub(super) status: String,
-    pub(super) claimed_at: bson::DateTime,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
 pub(super) struct IdempotencyDoc {
     /// `"{userId}:{key}"` (see `idempotency`).
     #[serde(rename = "_id")]

@@ -53,21 +53,35 @@ impl MongoStore {
             ))
             .await
             .map_err(db_error)?;
-        // Serves, through its status prefix, the search for stranded orders and interrupted
-        // stock returns (and, for the move at connect, orders flagged by earlier versions).
+        // An admin's look through the orders in one status, newest first; through its status
+        // prefix also the search for stranded orders and interrupted stock returns (and, for
+        // the move at connect, pending orders flagged by earlier versions).
         self.orders
             .create_index(index(
-                doc! { "status": 1, "enqueued": 1, "createdAt": 1 },
-                "orders_outbox",
+                doc! { "status": 1, "createdAt": -1, "_id": -1 },
+                "orders_by_status",
                 false,
             ))
             .await
             .map_err(db_error)?;
+        // Earlier versions kept the outbox as a flag on orders, indexed here; the outbox has
+        // its own collection now, and an index the queries no longer use still costs every
+        // order write. Gone already is fine.
+        let _ = self.orders.drop_index("orders_outbox").await;
         self.notifications
             .create_index(index(
                 doc! { "orderId": 1, "status": 1 },
                 "notifications_claim",
                 true,
+            ))
+            .await
+            .map_err(db_error)?;
+        // The email sweeper's search: unsent claims, oldest first.
+        self.notifications
+            .create_index(index(
+                doc! { "sent": 1, "claimedAt": 1 },
+                "notifications_unsent",
+                false,
             ))
             .await
             .map_err(db_error)?;
@@ -92,7 +106,16 @@ impl MongoStore {
                 Duration::ZERO,
             )
             .await?;
-        Ok(idempotency_ttl && sessions_ttl)
+        // Sent records go when they are past their use (`expiresAt`, set when marked sent).
+        let notifications_ttl = self
+            .ttl_index(
+                &self.notifications.clone_with_type::<Document>(),
+                "expiresAt",
+                "notifications_expiry",
+                Duration::ZERO,
+            )
+            .await?;
+        Ok(idempotency_ttl && sessions_ttl && notifications_ttl)
     }
 
     /// A TTL index on `field`; when the server refuses TTL indexes (FerretDB 1.x answers
@@ -126,8 +149,8 @@ impl MongoStore {
             let reason = refused.split(", labels").next().unwrap_or(&refused);
             tracing::warn!(
                 error = %reason,
-                "the database refused TTL indexes; expired sessions and idempotency records \
-                 are ignored and purged by the service instead"
+                "the database refused TTL indexes; expired sessions, idempotency records and \
+                 email records are ignored and purged by the service instead"
             );
         }
         let plain = IndexModel::builder()

@@ -42,7 +42,8 @@
 //!
 //! Layout: one file per trait of `crate::store` (`accounts`, `catalogue`, `orders`,
 //! `idempotency`), each holding that aggregate's queries; beside them what they share: the
-//! stored documents and their conversions (`documents`), error mapping and credential
+//! stored documents and their conversions (`documents`), the orders' email claims
+//! (`notifications`), error mapping and credential
 //! redaction (`errors`), index creation (`indexes`) and the FerretDB write lock
 //! (`write_lock`). This file connects and holds the collections.
 
@@ -55,8 +56,10 @@ mod errors;
 mod idempotency;
 mod indexes;
 mod insert_batcher;
+mod notifications;
 mod orders;
 mod purge_clock;
+mod retention;
 mod write_lock;
 
 use std::future::IntoFuture;
@@ -93,7 +96,7 @@ pub struct MongoStore {
     sessions: Collection<SessionDoc>,
     products: Collection<ProductDoc>,
     orders: Collection<OrderDoc>,
-    notifications: Collection<NotificationDoc>,
+    notifications: Collection<notifications::ClaimDoc>,
     idempotency: Collection<IdempotencyDoc>,
     /// Each order's entry until the queue confirmed it (see `insert_batcher`).
     outbox: Collection<OutboxDoc>,

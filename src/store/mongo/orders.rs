@@ -14,13 +14,11 @@ use bson::oid::ObjectId;
 use futures_util::future::try_join_all;
 use futures_util::TryStreamExt;
 
-use super::bulk::insert_many_outcomes;
 use super::documents::*;
 use super::errors::command_code;
 use super::errors::db_error;
 use super::{find_page, MongoStore};
 use crate::domain::{Id, Order, OrderStatus, PageRequest};
-use crate::error::BackendError;
 use crate::store::{Orders, StoreResult, TransitionOutcome};
 
 impl MongoStore {
@@ -152,6 +150,20 @@ impl Orders for MongoStore {
         find_page(&self.orders, filter, sort, page, order_from_doc).await
     }
 
+    async fn list_all_orders(
+        &self,
+        status: Option<OrderStatus>,
+        page: PageRequest,
+    ) -> StoreResult<(Vec<Order>, u64)> {
+        // With a status, served by orders_by_status.
+        let filter = match status {
+            Some(status) => doc! { "status": status.as_str() },
+            None => doc! {},
+        };
+        let sort = doc! { "createdAt": -1, "_id": -1 };
+        find_page(&self.orders, filter, sort, page, order_from_doc).await
+    }
+
     async fn transition_order(
         &self,
         id: Id,
@@ -253,72 +265,46 @@ impl Orders for MongoStore {
             .collect()
     }
 
-    /// One unordered `insertMany` for every claim: the unique index refuses the ones made
-    /// before, each on its own. All are made or none: when the batch fails, the claims it did
-    /// make are withdrawn (see the trait).
-    async fn claim_notifications(&self, claims: &[(Id, OrderStatus)]) -> StoreResult<Vec<bool>> {
-        if claims.len() < 2 {
-            let mut made = Vec::with_capacity(claims.len());
-            for &(order_id, status) in claims {
-                made.push(self.claim_notification(order_id, status).await?);
-            }
-            return Ok(made);
-        }
-        let now = bson_time(Utc::now());
-        let docs: Vec<NotificationDoc> = claims
-            .iter()
-            .map(|&(order_id, status)| NotificationDoc {
-                order_id: order_id.object_id(),
-                status: status.as_str().to_owned(),
-                claimed_at: now,
-            })
-            .collect();
-        let result = self
-            .write(self.notifications.insert_many(&docs).ordered(false))
-            .await;
-        let outcomes = insert_many_outcomes(result, docs.len())?;
-        if let Some(e) = outcomes
-            .iter()
-            .find_map(|o| o.as_ref().err().filter(|e| e.is_fault()))
-            .cloned()
-        {
-            for (&(order_id, status), outcome) in claims.iter().zip(&outcomes) {
-                if outcome.is_ok() {
-                    let _ = self.release_notification(order_id, status).await;
-                }
-            }
-            return Err(e);
-        }
-        Ok(outcomes.iter().map(Result::is_ok).collect())
+    // The email claims live in `notifications.rs`.
+    async fn claim_notifications(
+        &self,
+        claims: &[(Id, OrderStatus)],
+        stale_before: DateTime<Utc>,
+    ) -> StoreResult<Vec<bool>> {
+        self.claim_many_notifications(claims, stale_before).await
     }
 
-    async fn claim_notification(&self, order_id: Id, status: OrderStatus) -> StoreResult<bool> {
-        // The unique index on (orderId, status) is the claim: an insert is atomic even where
-        // updates are not.
-        let claim = NotificationDoc {
-            order_id: order_id.object_id(),
-            status: status.as_str().to_owned(),
-            claimed_at: bson_time(Utc::now()),
-        };
-        match self
-            .write(self.notifications.insert_one(&claim))
+    async fn claim_notification(
+        &self,
+        order_id: Id,
+        status: OrderStatus,
+        stale_before: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        self.claim_one_notification(order_id, status, stale_before)
             .await
-            .map_err(db_error)
-        {
-            Ok(_) => Ok(true),
-            Err(BackendError::Duplicate) => Ok(false),
-            Err(e) => Err(e),
-        }
+    }
+
+    async fn mark_notification_sent(
+        &self,
+        order_id: Id,
+        status: OrderStatus,
+        now: DateTime<Utc>,
+        keep_until: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        self.mark_one_notification_sent(order_id, status, now, keep_until)
+            .await
     }
 
     async fn release_notification(&self, order_id: Id, status: OrderStatus) -> StoreResult<()> {
-        self.write(
-            self.notifications
-                .delete_one(doc! { "orderId": order_id.object_id(), "status": status.as_str() }),
-        )
-        .await
-        .map_err(db_error)?;
-        Ok(())
+        self.release_one_notification(order_id, status).await
+    }
+
+    async fn unsent_notifications(
+        &self,
+        stale_before: DateTime<Utc>,
+        limit: u32,
+    ) -> StoreResult<Vec<(Id, OrderStatus)>> {
+        self.unsent_notification_claims(stale_before, limit).await
     }
 
     async fn mark_enqueued(&self, order_id: Id) -> StoreResult<()> {

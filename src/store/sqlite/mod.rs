@@ -27,7 +27,7 @@
 //! the same contract tests, so neither may refuse what the other accepts.
 //!
 //! Layout: one file per trait of `crate::store` (`accounts`, `catalogue`, `orders`,
-//! `idempotency`), each holding that aggregate's queries, column lists and row readers; beside
+//! `idempotency`; the orders' email claims in `notifications`), each holding that aggregate's queries, column lists and row readers; beside
 //! them what they share: the connections and error mapping (`db`), the writer's group commit
 //! (`group_commit`), the schema and its migrations (`schema`) and column conversions (`rows`).
 
@@ -36,7 +36,9 @@ mod catalogue;
 mod db;
 mod group_commit;
 mod idempotency;
+mod notifications;
 mod orders;
+mod retention;
 mod rows;
 mod schema;
 

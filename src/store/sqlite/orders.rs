@@ -7,7 +7,7 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use super::catalogue::GIVE_BACK_STOCK;
 use super::rows::{sql_count, to_json, ts, Json, Ts};
-use super::SqliteStore;
+use super::{notifications, SqliteStore};
 use crate::domain::{Cents, Id, Order, OrderStatus, PageRequest};
 use crate::store::{Orders, StoreResult, TransitionOutcome};
 
@@ -64,17 +64,6 @@ fn transition_in(
         }
     }
     Ok(TransitionOutcome::Moved(order))
-}
-
-/// Records a notification claim inside the caller's write; false when it was claimed before.
-fn claim_in(conn: &Connection, order_id: Id, status: OrderStatus) -> rusqlite::Result<bool> {
-    let inserted = conn
-        .prepare_cached(
-            "INSERT INTO order_notifications (order_id, status, claimed_at) \
-             VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
-        )?
-        .execute(params![order_id, status, ts(Utc::now())])?;
-    Ok(inserted == 1)
 }
 
 fn load_order(conn: &Connection, id: Id) -> rusqlite::Result<Option<Order>> {
@@ -145,6 +134,35 @@ impl Orders for SqliteStore {
             .await
     }
 
+    async fn list_all_orders(
+        &self,
+        status: Option<OrderStatus>,
+        page: PageRequest,
+    ) -> StoreResult<(Vec<Order>, u64)> {
+        self.db
+            .read(move |c| {
+                // `?1 IS NULL OR status = ?1`: one statement for both; with a status it is
+                // served by orders_by_status.
+                let rows = c
+                    .prepare_cached(concat!(
+                        "SELECT ",
+                        order_columns!(),
+                        " FROM orders WHERE ?1 IS NULL OR status = ?1 \
+                         ORDER BY created_at DESC, id DESC LIMIT ?2 OFFSET ?3"
+                    ))?
+                    .query_map(
+                        params![status, page.limit, sql_count(page.offset())],
+                        order_from_row,
+                    )?
+                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                let total: i64 = c
+                    .prepare_cached("SELECT count(*) FROM orders WHERE ?1 IS NULL OR status = ?1")?
+                    .query_row(params![status], |r| r.get(0))?;
+                Ok((rows, total as u64))
+            })
+            .await
+    }
+
     async fn transition_order(
         &self,
         id: Id,
@@ -176,31 +194,60 @@ impl Orders for SqliteStore {
             .await
     }
 
-    async fn claim_notification(&self, order_id: Id, status: OrderStatus) -> StoreResult<bool> {
-        self.db.write(move |c| claim_in(c, order_id, status)).await
+    async fn claim_notification(
+        &self,
+        order_id: Id,
+        status: OrderStatus,
+        stale_before: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        self.db
+            .write(move |c| notifications::claim_in(c, order_id, status, stale_before))
+            .await
     }
 
-    async fn claim_notifications(&self, claims: &[(Id, OrderStatus)]) -> StoreResult<Vec<bool>> {
+    async fn claim_notifications(
+        &self,
+        claims: &[(Id, OrderStatus)],
+        stale_before: DateTime<Utc>,
+    ) -> StoreResult<Vec<bool>> {
         let claims = claims.to_vec();
         self.db
             .write(move |c| {
                 claims
                     .into_iter()
-                    .map(|(order_id, status)| claim_in(c, order_id, status))
+                    .map(|(order_id, status)| {
+                        notifications::claim_in(c, order_id, status, stale_before)
+                    })
                     .collect()
             })
             .await
     }
 
+    async fn mark_notification_sent(
+        &self,
+        order_id: Id,
+        status: OrderStatus,
+        now: DateTime<Utc>,
+        keep_until: DateTime<Utc>,
+    ) -> StoreResult<bool> {
+        self.db
+            .write(move |c| notifications::mark_sent_in(c, order_id, status, now, keep_until))
+            .await
+    }
+
     async fn release_notification(&self, order_id: Id, status: OrderStatus) -> StoreResult<()> {
         self.db
-            .write(move |c| {
-                c.prepare_cached(
-                    "DELETE FROM order_notifications WHERE order_id = ?1 AND status = ?2",
-                )?
-                .execute(params![order_id, status])?;
-                Ok(())
-            })
+            .write(move |c| notifications::release_in(c, order_id, status))
+            .await
+    }
+
+    async fn unsent_notifications(
+        &self,
+        stale_before: DateTime<Utc>,
+        limit: u32,
+    ) -> StoreResult<Vec<(Id, OrderStatus)>> {
+        self.db
+            .read(move |c| notifications::unsent_in(c, stale_before, limit))
             .await
     }
 

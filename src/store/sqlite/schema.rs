@@ -112,6 +112,25 @@ CREATE TABLE IF NOT EXISTS dead_letters (
 ALTER TABLE queue_messages ADD COLUMN traceparent TEXT;
 ALTER TABLE queue_messages ADD COLUMN tracestate TEXT;
 "#,
+    // Emails at least once: a claim is an unsent email until `sent_at` is set, and a stale
+    // unsent claim is sent again by the sweeper. Claims made before this step were released
+    // when their send failed, so every one of them went out: they count as sent, kept for the
+    // default retention (30 days, same fixed-width text as `rows::ts`). `keep_until` is when a
+    // sent record may be purged.
+    r#"
+ALTER TABLE order_notifications ADD COLUMN sent_at TEXT;
+ALTER TABLE order_notifications ADD COLUMN keep_until TEXT;
+UPDATE order_notifications SET sent_at = claimed_at,
+    keep_until = strftime('%Y-%m-%dT%H:%M:%S', claimed_at, '+30 days') || substr(claimed_at, 20);
+CREATE INDEX IF NOT EXISTS order_notifications_unsent ON order_notifications (claimed_at)
+    WHERE sent_at IS NULL;
+CREATE INDEX IF NOT EXISTS order_notifications_expiry ON order_notifications (keep_until)
+    WHERE keep_until IS NOT NULL;
+CREATE INDEX IF NOT EXISTS dead_letters_by_age ON dead_letters (moved_at);
+CREATE INDEX IF NOT EXISTS sessions_by_expiry ON sessions (expires_at);
+-- An admin's look through the orders in one status, newest first.
+CREATE INDEX IF NOT EXISTS orders_by_status ON orders (status, created_at DESC, id DESC);
+"#,
 ];
 
 pub(super) fn migrate(conn: &mut Connection) -> Result<(), BackendError> {

@@ -1,7 +1,8 @@
-//! The emails the service sent: the `.eml` files of the embedded mailer, or what SES (moto)
-//! accepted on the real backends; and reading them, with a maintained MIME parser.
+//! The emails the service sent: the `.eml` files of the embedded mailer (in a directory per
+//! UTC day under `MAIL_DIR`), or what SES (moto) accepted on the real backends; and reading
+//! them, with a maintained MIME parser.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use mail_parser::{Message, MessageParser, MimeHeaders, PartType};
 
@@ -11,11 +12,47 @@ use super::real::RealBackends;
 use super::server::TestServer;
 use super::ORDER_DEADLINE;
 
+/// Every `.eml` file under `mail_dir`'s day directories (`YYYY-MM-DD/…eml`), sorted by path.
+pub fn email_files(mail_dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = list_dir(mail_dir)
+        .into_iter()
+        .filter(|day| is_day(day))
+        .flat_map(|day| {
+            let dir = mail_dir.join(&day);
+            list_dir(&dir).into_iter().map(move |f| dir.join(f))
+        })
+        .filter(|p| p.extension().is_some_and(|e| e == "eml"))
+        .collect();
+    files.sort();
+    files
+}
+
+/// `YYYY-MM-DD`.
+fn is_day(name: &str) -> bool {
+    let b = name.as_bytes();
+    b.len() == 10
+        && b.iter().enumerate().all(|(i, c)| {
+            if i == 4 || i == 7 {
+                *c == b'-'
+            } else {
+                c.is_ascii_digit()
+            }
+        })
+}
+
 impl TestServer {
+    /// Where the email file of `order_id` reaching `status` is: in whichever day directory
+    /// holds it, or today's (UTC) when none does yet.
     pub fn email_path(&self, order_id: &str, status: &str) -> PathBuf {
-        self.env
-            .mail_dir()
-            .join(format!("order-{order_id}-{status}.eml"))
+        let name = format!("order-{order_id}-{status}.eml");
+        let mail_dir = self.env.mail_dir();
+        email_files(&mail_dir)
+            .into_iter()
+            .find(|p| p.file_name().is_some_and(|f| f == name.as_str()))
+            .unwrap_or_else(|| {
+                let today = chrono::Utc::now().format("%Y-%m-%d").to_string();
+                mail_dir.join(today).join(name)
+            })
     }
 
     /// Waits for the email telling the customer that order `order_id` reached `status`, and
@@ -25,22 +62,19 @@ impl TestServer {
         if let Some(real) = self.env.real.clone() {
             return find_sent_email(&real, order_id, status).await;
         }
-        let path = self.email_path(order_id, status);
         poll_until(
             ORDER_DEADLINE,
-            &format!("email file {}", path.display()),
+            &format!("email file order-{order_id}-{status}.eml under MAIL_DIR/<day>/"),
             || {
-                let path = path.clone();
+                let path = self.email_path(order_id, status);
+                let mail_dir = self.env.mail_dir();
                 async move {
                     match std::fs::read(&path) {
                         Ok(bytes) if !bytes.is_empty() => {
                             Ok(String::from_utf8(bytes).expect("email file is not UTF-8"))
                         }
                         Ok(_) => Err("file is empty".into()),
-                        Err(e) => Err(format!(
-                            "{e}; mail dir has {:?}",
-                            list_dir(path.parent().unwrap())
-                        )),
+                        Err(e) => Err(format!("{e}; mail dir has {:?}", email_files(&mail_dir))),
                     }
                 }
             },

@@ -25,10 +25,12 @@ mod backlog;
 mod black_holes;
 mod contention;
 mod crashes;
+mod emails;
 mod idempotency;
 mod outages;
 mod readiness;
 mod redelivery;
+mod retention;
 mod stranded;
 
 /// The embedded queue of `env`, opened from the test process as another producer would.
@@ -66,11 +68,12 @@ async fn metrics_page(srv: &TestServer) -> String {
     r.text
 }
 
-/// The email files of one order (`order-<id>-<status>.eml`), sorted.
+/// The email files of one order (`order-<id>-<status>.eml`, in any day directory), sorted.
 fn email_files_of(env: &ServerEnv, order_id: &str) -> Vec<String> {
     let prefix = format!("order-{order_id}-");
-    let mut files: Vec<String> = list_dir(&env.mail_dir())
+    let mut files: Vec<String> = email_files(&env.mail_dir())
         .into_iter()
+        .filter_map(|p| Some(p.file_name()?.to_string_lossy().into_owned()))
         .filter(|f| f.starts_with(&prefix))
         .collect();
     files.sort();

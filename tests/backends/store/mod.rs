@@ -61,6 +61,7 @@ mod health;
 mod idempotency;
 mod mongo_layout;
 mod mongo_only;
+mod notifications;
 mod orders;
 mod write_lock;
 

@@ -2,7 +2,7 @@
 //! failed or cancelled order's stock back exactly once, email claims made once, batch forms
 //! that answer item by item, and the outbox's view of orders never confirmed on the queue.
 
-use chrono::TimeDelta;
+use chrono::{DateTime, TimeDelta, Utc};
 use order_service::domain::{Id, Order, OrderStatus};
 use order_service::error::BackendError;
 use order_service::store::{Stores, TransitionOutcome};
@@ -245,9 +245,15 @@ async fn racing_cancellations_return_stock_once(stores: Stores) {
     );
 }
 
+/// A lease bound no claim is older than (an hour ago): only unclaimed or released emails are
+/// taken.
+pub(super) fn fresh_only() -> DateTime<Utc> {
+    Utc::now() - TimeDelta::hours(1)
+}
+
 async fn notifications_are_claimed_once_until_released(stores: Stores) {
     let id = Id::new();
-    let claim = |id, status| stores.orders.claim_notification(id, status);
+    let claim = |id, status| stores.orders.claim_notification(id, status, fresh_only());
     assert!(claim(id, OrderStatus::Completed).await.unwrap());
     assert!(!claim(id, OrderStatus::Completed).await.unwrap());
     assert!(claim(id, OrderStatus::Processing).await.unwrap());
@@ -274,7 +280,7 @@ async fn concurrent_notification_claims_have_one_winner(stores: Stores) {
             tokio::spawn(async move {
                 stores
                     .orders
-                    .claim_notification(id, OrderStatus::Completed)
+                    .claim_notification(id, OrderStatus::Completed, fresh_only())
                     .await
                     .unwrap()
             })
@@ -357,22 +363,25 @@ async fn batch_claims_answer_each_claim_in_order(stores: Stores) {
     let (a, b) = (Id::new(), Id::new());
     assert!(stores
         .orders
-        .claim_notification(a, OrderStatus::Completed)
+        .claim_notification(a, OrderStatus::Completed, fresh_only())
         .await
         .unwrap());
     let claimed = stores
         .orders
-        .claim_notifications(&[
-            (a, OrderStatus::Completed),
-            (b, OrderStatus::Completed),
-            (a, OrderStatus::Failed),
-        ])
+        .claim_notifications(
+            &[
+                (a, OrderStatus::Completed),
+                (b, OrderStatus::Completed),
+                (a, OrderStatus::Failed),
+            ],
+            fresh_only(),
+        )
         .await
         .unwrap();
     assert_eq!(claimed, vec![false, true, true]);
     assert!(!stores
         .orders
-        .claim_notification(b, OrderStatus::Completed)
+        .claim_notification(b, OrderStatus::Completed, fresh_only())
         .await
         .unwrap());
 }

@@ -1,0 +1,124 @@
+//! The email sweeper: sends the status emails whose claim was never marked sent once the claim
+//! is stale (`EMAIL_RESEND_AFTER`): the sender died between claim and mark, its send failed and
+//! the claim was given back, or its release failed too. Every process runs it; each email is
+//! taken over by one conditional write, so two sweepers never send the same one. A pass sends
+//! a few at a time and stops at a throttled send, giving back what it claimed and did not send,
+//! so a mailer over its sending rate is not pressed harder.
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use futures_util::future::join_all;
+
+use super::notify::Sent;
+use super::OrderActor;
+use crate::domain::{Id, OrderStatus};
+use crate::error::AppError;
+use crate::metrics::*;
+
+/// Claims read per pass at most; a larger backlog takes several passes.
+const SWEEP_BATCH: u32 = 100;
+/// Emails sent at once within a pass.
+const SENDS_AT_ONCE: usize = 10;
+/// How often the sweeper looks (more often when the lease is shorter), so a claim given back
+/// after a failed send goes out again within seconds.
+const SWEEP_EVERY: Duration = Duration::from_secs(5);
+
+impl OrderActor {
+    /// Runs a sweeper pass every few seconds, never two at once.
+    pub(super) fn start_email_sweeper(&self, ctx: &mut Context<Self>) {
+        Self::run_passes(
+            ctx,
+            SWEEP_EVERY.min(self.emails.resend_after),
+            Arc::new(AtomicBool::new(false)),
+            "email sweeper",
+            |this| Box::pin(async move { this.resend_unsent_emails().await }),
+        );
+    }
+
+    /// One pass: takes over the stale unsent claims and sends their emails.
+    pub(super) async fn resend_unsent_emails(&self) -> Result<(), AppError> {
+        let stale_before = self.stale_before();
+        let unsent = backend_call(
+            "store",
+            "unsent_notifications",
+            self.orders.unsent_notifications(stale_before, SWEEP_BATCH),
+        )
+        .await?;
+        if unsent.is_empty() {
+            return Ok(());
+        }
+        let won = backend_call(
+            "store",
+            "claim_notifications",
+            self.orders.claim_notifications(&unsent, stale_before),
+        )
+        .await?;
+        let ours: Vec<(Id, OrderStatus)> = unsent
+            .into_iter()
+            .zip(won)
+            .filter_map(|(claim, won)| won.then_some(claim))
+            .collect();
+        let mut chunks = ours.chunks(SENDS_AT_ONCE);
+        while let Some(chunk) = chunks.next() {
+            let outcomes = self.resend_chunk(chunk).await?;
+            if outcomes.contains(&Sent::Deferred { throttled: true }) {
+                tracing::warn!("the mailer is over its sending rate; the email sweeper waits for its next pass");
+                for &(order_id, status) in chunks.by_ref().flatten() {
+                    let _ = backend_call(
+                        "store",
+                        "release_notification",
+                        self.orders.release_notification(order_id, status),
+                    )
+                    .await;
+                }
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends the emails of a few claims at once; what became of each.
+    async fn resend_chunk(&self, claims: &[(Id, OrderStatus)]) -> Result<Vec<Sent>, AppError> {
+        let orders = join_all(claims.iter().map(|&(order_id, _)| {
+            backend_call("store", "find_order", self.orders.find_order(order_id))
+        }))
+        .await;
+        let mut outcomes = Vec::with_capacity(claims.len());
+        let mut due = Vec::with_capacity(claims.len());
+        for (&(order_id, status), order) in claims.iter().zip(orders) {
+            match order? {
+                Some(order) if order.status == status => due.push(order),
+                // The order is gone or moved on (emails are only claimed for terminal statuses,
+                // which never change): nothing true is left to tell. The claim is closed so
+                // that it is not picked up on every pass.
+                other => {
+                    tracing::error!(order_id = %order_id, status = status.as_str(), now = ?other.map(|o| o.status), "unsent email for an order no longer in that status; not sent");
+                    self.close_claim(order_id, status).await;
+                    outcomes.push(Sent::Done);
+                }
+            }
+        }
+        let user_ids: Vec<Id> = due.iter().map(|o| o.user_id).collect();
+        let users = backend_call("store", "find_users", self.accounts.find_users(&user_ids)).await;
+        let sends = due.iter().enumerate().map(|(i, order)| {
+            let user = users
+                .as_ref()
+                .map(|found| found[i].clone())
+                .map_err(Clone::clone);
+            async move {
+                tracing::warn!(order_id = %order.id, status = order.status.as_str(), "sending an email that was claimed and never marked sent");
+                let sent = self.send_claimed(order, user, None).await;
+                if sent == Sent::Done {
+                    metrics::counter!(EMAILS_RESENT_TOTAL, "kind" => order.status.as_str())
+                        .increment(1);
+                }
+                sent
+            }
+        });
+        outcomes.extend(join_all(sends).await);
+        Ok(outcomes)
+    }
+}

@@ -1,0 +1,154 @@
+//! Emails at least once, duplicates suppressed: an email whose sender died between the claim
+//! and the send, or whose send failed after the claim, still goes out exactly once after
+//! healing; and a failing mailer never dead-letters the order's message.
+
+use super::*;
+
+/// Sum of one metric on `srv`'s page.
+async fn counter(srv: &TestServer, name: &str) -> f64 {
+    metric(&metrics_page(srv).await, name, None)
+}
+
+/// Waits until `srv` counts at least one failed email.
+async fn wait_for_a_failed_email(srv: &TestServer) {
+    poll_until(ORDER_DEADLINE, "a failed email send", || async {
+        match counter(srv, "emails_failed_total").await {
+            n if n >= 1.0 => Ok(()),
+            n => Err(format!("emails_failed_total = {n}")),
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_email_claimed_by_a_process_that_died_before_sending_still_goes_out_once() {
+    let env = ServerEnv::embedded(&[("EMAIL_RESEND_AFTER", "2s")]);
+    // No worker yet: the order waits in the queue while the test plays the dead process.
+    let api = TestServer::start(env.clone(), "api").await;
+    let admin = api.login_admin().await;
+    let pid = str_of(
+        &api.create_product(&admin, &unique("Claimed"), 300, 10)
+            .await["id"],
+    );
+    let user = api.new_user().await;
+    let id = str_of(&api.place_order(&user, &[(&pid, 1)]).await["id"]);
+    let env = api.stop();
+
+    // The claim a worker made just before it was killed, and no email: what a crash between
+    // claim and send leaves behind.
+    let (env2, id2) = (env.clone(), id.clone());
+    blocking(move || {
+        let c = rusqlite::Connection::open(env2.data_dir.join("order-service.sqlite3")).unwrap();
+        let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
+        c.execute(
+            "INSERT INTO order_notifications (order_id, status, claimed_at) \
+             VALUES (?1, 'completed', ?2)",
+            [id2.as_str(), now.as_str()],
+        )
+        .unwrap();
+    })
+    .await;
+
+    let srv = TestServer::start(env.clone(), "serve").await;
+    let user = srv.login(&user.email, &user.password).await;
+    srv.poll_order_status(&user, &id, "completed").await;
+    // The worker found the claim held and sent nothing; the sweeper sends it once it is stale.
+    srv.find_email_file(&id, "completed").await;
+    assert_eq!(
+        email_files_of(&env, &id),
+        vec![format!("order-{id}-completed.eml")]
+    );
+    let resent = poll_until(ORDER_DEADLINE, "the resend counted", || async {
+        match counter(&srv, "emails_resent_total").await {
+            n if n >= 1.0 => Ok(n),
+            n => Err(format!("emails_resent_total = {n}")),
+        }
+    })
+    .await;
+    assert_eq!(resent, 1.0, "sent again once");
+    assert_eq!(counter(&srv, "emails_sent_total").await, 1.0, "one email");
+    assert_eq!(counter(&srv, "emails_duplicate_total").await, 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mailer_failing_on_the_last_attempt_neither_loses_the_email_nor_dead_letters_the_order() {
+    // One receive per message: before, the failed email failed the delivery, which was the
+    // last, so the message went to the dead letters and the email was never sent.
+    let env = ServerEnv::embedded(&[("QUEUE_MAX_RECEIVES", "1")]);
+    let srv = TestServer::start(env.clone(), "serve").await;
+    let admin = srv.login_admin().await;
+    let pid = str_of(&srv.create_product(&admin, &unique("Unsent"), 300, 10).await["id"]);
+    let user = srv.new_user().await;
+    // The mail directory becomes a file: every email write fails.
+    let mail_dir = env.mail_dir();
+    std::fs::remove_dir_all(&mail_dir).unwrap();
+    std::fs::write(&mail_dir, b"not a directory").unwrap();
+
+    let id = str_of(&srv.place_order(&user, &[(&pid, 2)]).await["id"]);
+    srv.poll_order_status(&user, &id, "completed").await;
+    wait_for_a_failed_email(&srv).await;
+
+    // Healed: the sweeper sends the email it was given back.
+    std::fs::remove_file(&mail_dir).unwrap();
+    std::fs::create_dir(&mail_dir).unwrap();
+    srv.find_email_file(&id, "completed").await;
+    assert_eq!(
+        email_files_of(&env, &id),
+        vec![format!("order-{id}-completed.eml")]
+    );
+    let page = metrics_page(&srv).await;
+    assert_eq!(metric(&page, "emails_sent_total", None), 1.0, "one email");
+    assert_eq!(metric(&page, "emails_duplicate_total", None), 0.0);
+    assert_eq!(
+        metric(&page, "queue_messages_dead_lettered_total", None),
+        0.0,
+        "an email failure is not a failed delivery"
+    );
+    let dead = open_queue(&env, 1).dead_letters().await.unwrap();
+    assert!(dead.is_empty(), "{dead:?}");
+    assert_eq!(srv.product_stock(&pid).await, 8);
+}
+
+/// The real backends, owned by the test (see `outages::env_on`).
+fn env_on(real: &RealBackends, extra: &[(&str, &str)]) -> ServerEnv {
+    let mut env = ServerEnv::embedded(extra);
+    env.extra.splice(0..0, real.env());
+    env
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_email_whose_send_failed_while_ses_and_sqs_were_down_goes_out_once_after_healing() {
+    let Some(mut real) = blocking(RealBackends::start_if_installed).await else {
+        return;
+    };
+    // Processing takes long enough for moto to go down between the receive and the email.
+    let srv = TestServer::start(env_on(&real, &[("ORDER_PROCESSING_TIME", "3s")]), "serve").await;
+    let admin = srv.login_admin().await;
+    let pid = str_of(
+        &srv.create_product(&admin, &unique("SesDown"), 300, 10)
+            .await["id"],
+    );
+    let user = srv.new_user().await;
+    let id = str_of(&srv.place_order(&user, &[(&pid, 1)]).await["id"]);
+    srv.poll_order_status(&user, &id, "processing").await;
+
+    // SES and SQS go down together (one moto): the send fails after the claim, and the queue
+    // message dies with moto's memory, so no redelivery can send the email.
+    tokio::task::block_in_place(|| real.moto.kill());
+    srv.poll_order_status_within(&user, &id, "completed", RECOVERY_DEADLINE)
+        .await;
+    wait_for_a_failed_email(&srv).await;
+    tokio::task::block_in_place(|| real.moto.restart());
+    RealBackends::prepare_moto(&real.moto).await;
+
+    let sent = poll_until(RECOVERY_DEADLINE, "the completion email", || async {
+        match sent_emails_for(&real, &id, "completed").await.len() {
+            0 => Err("none yet".to_string()),
+            n => Ok(n),
+        }
+    })
+    .await;
+    assert_eq!(sent, 1, "exactly one completion email");
+    assert_eq!(counter(&srv, "emails_duplicate_total").await, 0.0);
+    assert_eq!(srv.product_stock(&pid).await, 9);
+}
