@@ -14,11 +14,13 @@ use bson::oid::ObjectId;
 use futures_util::future::try_join_all;
 use futures_util::TryStreamExt;
 
+use super::bulk::insert_many_outcomes;
 use super::documents::*;
 use super::errors::command_code;
 use super::errors::db_error;
 use super::{find_page, MongoStore};
 use crate::domain::{Id, Order, OrderStatus, PageRequest};
+use crate::error::BackendError;
 use crate::store::{Orders, StoreResult, TransitionOutcome};
 
 impl MongoStore {
