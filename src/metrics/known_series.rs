@@ -35,7 +35,7 @@ pub const BACKEND_CALLS: [(&str, &str); 33] = [
     ("store", "list_orders"),
     ("store", "list_products"),
     ("store", "mark_enqueued"),
-    ("store", "mark_notification_sent"),
+    ("store", "mark_notifications_sent"),
     ("store", "release_notification"),
     ("store", "release_stock"),
     ("store", "reserve_stock"),

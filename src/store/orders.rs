@@ -104,6 +104,23 @@ pub trait Orders: Send + Sync + 'static {
         now: DateTime<Utc>,
         keep_until: DateTime<Utc>,
     ) -> StoreResult<bool>;
+    /// `mark_notification_sent` for each claim, answered in the same order (the embedded
+    /// store makes them in one write; MongoDB in one read and one update).
+    async fn mark_notifications_sent(
+        &self,
+        claims: &[(Id, OrderStatus)],
+        now: DateTime<Utc>,
+        keep_until: DateTime<Utc>,
+    ) -> StoreResult<Vec<bool>> {
+        let mut before = Vec::with_capacity(claims.len());
+        for &(order_id, status) in claims {
+            before.push(
+                self.mark_notification_sent(order_id, status, now, keep_until)
+                    .await?,
+            );
+        }
+        Ok(before)
+    }
     /// Gives an unsent claim back after its email could not be sent: it is stale at once, so
     /// the next delivery or the sweeper's next pass takes it. A claim that was sent is kept.
     async fn release_notification(&self, order_id: Id, status: OrderStatus) -> StoreResult<()>;

@@ -88,6 +88,7 @@ impl OrderActor {
         .await;
         let mut outcomes = Vec::with_capacity(claims.len());
         let mut due = Vec::with_capacity(claims.len());
+        let mut to_close = Vec::new();
         for (&(order_id, status), order) in claims.iter().zip(orders) {
             match order? {
                 Some(order) if order.status == status => due.push(order),
@@ -96,7 +97,7 @@ impl OrderActor {
                 // that it is not picked up on every pass.
                 other => {
                     tracing::error!(order_id = %order_id, status = status.as_str(), now = ?other.map(|o| o.status), "unsent email for an order no longer in that status; not sent");
-                    self.close_claim(order_id, status).await;
+                    to_close.push((order_id, status));
                     outcomes.push(Sent::Done);
                 }
             }
@@ -118,7 +119,15 @@ impl OrderActor {
                 sent
             }
         });
-        outcomes.extend(join_all(sends).await);
+        let sent = join_all(sends).await;
+        to_close.extend(
+            due.iter()
+                .zip(&sent)
+                .filter(|(_, s)| **s == Sent::Done)
+                .map(|(o, _)| (o.id, o.status)),
+        );
+        self.close_claims(&to_close).await;
+        outcomes.extend(sent);
         Ok(outcomes)
     }
 }

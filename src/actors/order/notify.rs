@@ -70,6 +70,8 @@ impl OrderActor {
             Ok(claimed) => claimed,
             Err(e) => return vec![Err(e.into()); orders.len()],
         };
+        // Each send answers the claim to close (sent, or not to be sent), if any; the marks
+        // then go to the store together, one write for the batch.
         let sends =
             orders
                 .iter()
@@ -82,18 +84,20 @@ impl OrderActor {
                         .map_err(Clone::clone);
                     async move {
                         if !claimed {
-                            return Ok(());
+                            return None;
                         }
                         if order.updated_at < oldest {
                             // Claimed only because its record is gone: closed, not sent.
-                            self.close_claim(order.id, order.status).await;
-                            return Ok(());
+                            return Some((order.id, order.status));
                         }
-                        self.send_claimed(order, user, request_id.clone()).await;
-                        Ok(())
+                        let sent = self.send_claimed(order, user, request_id.clone()).await;
+                        (sent == Sent::Done).then_some((order.id, order.status))
                     }
                 });
-        join_all(sends).await
+        let to_close: Vec<(Id, OrderStatus)> =
+            join_all(sends).await.into_iter().flatten().collect();
+        self.close_claims(&to_close).await;
+        vec![Ok(()); orders.len()]
     }
 
     /// Claims older than this, never marked sent, are taken over and sent again.
@@ -101,7 +105,8 @@ impl OrderActor {
         crate::domain::now() - chrono_duration(self.emails.resend_after)
     }
 
-    /// Sends one claimed email and marks it sent; on failure gives the claim back.
+    /// Sends one claimed email (the caller then closes the claim with `close_claims`); on
+    /// failure gives the claim back.
     pub(super) async fn send_claimed(
         &self,
         order: &Order,
@@ -109,10 +114,7 @@ impl OrderActor {
         request_id: Option<String>,
     ) -> Sent {
         match self.email(order, user, request_id).await {
-            Ok(()) => {
-                self.mark_sent(order).await;
-                Sent::Done
-            }
+            Ok(()) => Sent::Done,
             Err(e) => {
                 let throttled = matches!(&e, AppError::Unavailable(name) if *name == crate::mail::THROTTLED_MAILER);
                 tracing::warn!(error = %e, order_id = %order.id, "order email not sent; the email sweeper will send it");
@@ -128,30 +130,31 @@ impl OrderActor {
         }
     }
 
-    /// Records the send; a send found already recorded was a duplicate, and is counted.
-    async fn mark_sent(&self, order: &Order) {
-        if self.close_claim(order.id, order.status).await == Some(true) {
-            metrics::counter!(EMAILS_DUPLICATE_TOTAL, "kind" => order.status.as_str()).increment(1);
-            tracing::warn!(order_id = %order.id, status = order.status.as_str(), "order email sent twice");
+    /// Marks claims sent, in one store call; a claim found marked already was sent twice, and
+    /// is counted. When the store does not answer, the claims go stale and are sent again.
+    pub(super) async fn close_claims(&self, claims: &[(Id, OrderStatus)]) {
+        if claims.is_empty() {
+            return;
         }
-    }
-
-    /// Marks a claim sent: whether it was marked before, `None` when the store did not answer.
-    pub(super) async fn close_claim(&self, order_id: Id, status: OrderStatus) -> Option<bool> {
         let now = crate::domain::now();
         let keep_until = now + chrono_duration(self.emails.record_retention);
-        match backend_call(
+        let before = backend_call(
             "store",
-            "mark_notification_sent",
-            self.orders
-                .mark_notification_sent(order_id, status, now, keep_until),
+            "mark_notifications_sent",
+            self.orders.mark_notifications_sent(claims, now, keep_until),
         )
-        .await
-        {
-            Ok(before) => Some(before),
+        .await;
+        let before = match before {
+            Ok(before) => before,
             Err(e) => {
-                tracing::warn!(error = %e, order_id = %order_id, "order email sent but not recorded; the sweeper will send it again");
-                None
+                tracing::warn!(error = %e, emails = claims.len(), "order emails sent but not recorded; the sweeper will send them again");
+                return;
+            }
+        };
+        for (&(order_id, status), twice) in claims.iter().zip(before) {
+            if twice {
+                metrics::counter!(EMAILS_DUPLICATE_TOTAL, "kind" => status.as_str()).increment(1);
+                tracing::warn!(order_id = %order_id, status = status.as_str(), "order email sent twice");
             }
         }
     }

@@ -189,6 +189,56 @@ impl MongoStore {
         }
     }
 
+    /// One `find` (which were sent before) and one `updateMany` for the batch; a claim the
+    /// update did not find (purged, or of the former shape) is then marked on its own.
+    pub(super) async fn mark_many_notifications_sent(
+        &self,
+        claims: &[(Id, OrderStatus)],
+        now: DateTime<Utc>,
+        keep_until: DateTime<Utc>,
+    ) -> StoreResult<Vec<bool>> {
+        if claims.len() < 2 {
+            let mut before = Vec::with_capacity(claims.len());
+            for &(order_id, status) in claims {
+                before.push(
+                    self.mark_one_notification_sent(order_id, status, now, keep_until)
+                        .await?,
+                );
+            }
+            return Ok(before);
+        }
+        let keys: Vec<String> = claims.iter().map(|&(o, s)| key(o, s)).collect();
+        let found: Vec<ClaimDoc> = self
+            .claims()
+            .find(doc! { "_id": { "$in": &keys } })
+            .await
+            .map_err(db_error)?
+            .try_collect()
+            .await
+            .map_err(db_error)?;
+        let updated = self
+            .write(self.claims().update_many(
+                doc! { "_id": { "$in": &keys } },
+                doc! { "$set": { "sent": true, "expiresAt": bson_time(keep_until) } },
+            ))
+            .await
+            .map_err(db_error)?;
+        let mut before = Vec::with_capacity(claims.len());
+        for (&(order_id, status), key) in claims.iter().zip(&keys) {
+            match found.iter().find(|d| &d.id == key) {
+                Some(d) => before.push(d.sent),
+                // Not there at the read: written as sent now (unless the update's count says
+                // every claim was found after all).
+                None if updated.matched_count < keys.len() as u64 => before.push(
+                    self.mark_one_notification_sent(order_id, status, now, keep_until)
+                        .await?,
+                ),
+                None => before.push(false),
+            }
+        }
+        Ok(before)
+    }
+
     pub(super) async fn release_one_notification(
         &self,
         order_id: Id,

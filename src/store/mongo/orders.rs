@@ -297,6 +297,16 @@ impl Orders for MongoStore {
             .await
     }
 
+    async fn mark_notifications_sent(
+        &self,
+        claims: &[(Id, OrderStatus)],
+        now: DateTime<Utc>,
+        keep_until: DateTime<Utc>,
+    ) -> StoreResult<Vec<bool>> {
+        self.mark_many_notifications_sent(claims, now, keep_until)
+            .await
+    }
+
     async fn release_notification(&self, order_id: Id, status: OrderStatus) -> StoreResult<()> {
         self.release_one_notification(order_id, status).await
     }

@@ -76,6 +76,25 @@ fn load_order(conn: &Connection, id: Id) -> rusqlite::Result<Option<Order>> {
     .optional()
 }
 
+impl SqliteStore {
+    /// `one` for each email claim, all in one write; the answers in order.
+    async fn each_claim<T, F>(&self, claims: &[(Id, OrderStatus)], one: F) -> StoreResult<Vec<T>>
+    where
+        T: Send + 'static,
+        F: Fn(&Connection, Id, OrderStatus) -> rusqlite::Result<T> + Send + 'static,
+    {
+        let claims = claims.to_vec();
+        self.db
+            .write(move |c| {
+                claims
+                    .into_iter()
+                    .map(|(order_id, status)| one(c, order_id, status))
+                    .collect()
+            })
+            .await
+    }
+}
+
 #[async_trait]
 impl Orders for SqliteStore {
     async fn insert_order(&self, order: &Order) -> StoreResult<()> {
@@ -210,17 +229,10 @@ impl Orders for SqliteStore {
         claims: &[(Id, OrderStatus)],
         stale_before: DateTime<Utc>,
     ) -> StoreResult<Vec<bool>> {
-        let claims = claims.to_vec();
-        self.db
-            .write(move |c| {
-                claims
-                    .into_iter()
-                    .map(|(order_id, status)| {
-                        notifications::claim_in(c, order_id, status, stale_before)
-                    })
-                    .collect()
-            })
-            .await
+        self.each_claim(claims, move |c, order_id, status| {
+            notifications::claim_in(c, order_id, status, stale_before)
+        })
+        .await
     }
 
     async fn mark_notification_sent(
@@ -233,6 +245,18 @@ impl Orders for SqliteStore {
         self.db
             .write(move |c| notifications::mark_sent_in(c, order_id, status, now, keep_until))
             .await
+    }
+
+    async fn mark_notifications_sent(
+        &self,
+        claims: &[(Id, OrderStatus)],
+        now: DateTime<Utc>,
+        keep_until: DateTime<Utc>,
+    ) -> StoreResult<Vec<bool>> {
+        self.each_claim(claims, move |c, order_id, status| {
+            notifications::mark_sent_in(c, order_id, status, now, keep_until)
+        })
+        .await
     }
 
     async fn release_notification(&self, order_id: Id, status: OrderStatus) -> StoreResult<()> {

@@ -111,6 +111,25 @@ async fn a_second_mark_reports_a_duplicate(stores: Stores) {
         .claim_notification(other, DONE, everything_stale())
         .await
         .unwrap());
+
+    // The batch form answers each claim as the single call would, in order.
+    let (b, c) = (Id::new(), Id::new());
+    assert!(o.claim_notification(b, DONE, fresh_only()).await.unwrap());
+    let batch = [(id, DONE), (b, DONE), (c, DONE)];
+    let before = o
+        .mark_notifications_sent(&batch, Utc::now(), keep())
+        .await
+        .unwrap();
+    assert_eq!(before, vec![true, false, false]);
+    let again = o
+        .mark_notifications_sent(&batch, Utc::now(), keep())
+        .await
+        .unwrap();
+    assert_eq!(again, vec![true, true, true]);
+    assert!(!o
+        .claim_notification(c, DONE, everything_stale())
+        .await
+        .unwrap());
 }
 
 fn session(expires_at: chrono::DateTime<Utc>) -> Session {
