@@ -29,6 +29,7 @@ mod invariants;
 mod load;
 mod schedule;
 mod snapshot;
+mod stale_cache;
 mod summary;
 
 /// The campaign CI runs.
