@@ -29,10 +29,10 @@ pub struct Snapshot {
 
 pub const TERMINAL: [&str; 3] = ["completed", "failed", "cancelled"];
 
-/// Reads the three at once; a read that fails is retried by the caller's next poll.
+/// Reads the store, and moto when given; a read that fails is retried by the caller's next poll.
 pub async fn take(
     db: &mongodb::Database,
-    moto: &Moto,
+    moto: Option<&Moto>,
     products: &[String],
 ) -> Result<Snapshot, String> {
     let orders: Vec<Document> = db
@@ -65,12 +65,15 @@ pub async fn take(
         let id = p.get_object_id("_id").map_err(|e| e.to_string())?.to_hex();
         stock.insert(id, number(p.get("stock")).ok_or("product without stock")?);
     }
-    let subjects = moto
-        .sent_emails()
-        .await
-        .into_iter()
-        .map(|e| e.subject)
-        .collect();
+    let subjects = match moto {
+        Some(moto) => moto
+            .sent_emails()
+            .await
+            .into_iter()
+            .map(|e| e.subject)
+            .collect(),
+        None => Vec::new(),
+    };
     Ok(Snapshot {
         orders,
         stock,
