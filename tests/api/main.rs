@@ -15,6 +15,7 @@
 mod harness;
 
 mod auth;
+mod chaos;
 mod errors;
 mod fuzz;
 mod loadgen;

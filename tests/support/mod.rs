@@ -1,5 +1,6 @@
 //! Real servers for tests, started as child processes on free ports with throwaway data:
-//! FerretDB (MongoDB wire protocol), redis-server, moto (SQS and SES), and Jaeger (traces).
+//! FerretDB (MongoDB wire protocol), redis-server, moto (SQS and SES), Jaeger (traces), and
+//! Toxiproxy (network faults between the service and the others).
 //!
 //! Each `start()` returns `None` with a visible "SKIPPED" line when the server is not installed,
 //! or panics instead when `REQUIRE_BACKENDS=1` (CI), so a missing server can never pass silently.
@@ -11,6 +12,7 @@ pub mod ferretdb;
 pub mod jaeger;
 pub mod moto;
 pub mod redis;
+pub mod toxiproxy;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
