@@ -42,45 +42,35 @@ impl OrderActor {
     }
 
     /// An order's owner and status, and its JSON: a cached order's bytes as they are (only the
-    /// two fields the caller needs are read out of them), otherwise the order read through
-    /// [`Self::load_order`] and written out once.
+    /// fields a read needs are read out of them), otherwise the order read from the store and
+    /// written out once.
     pub(super) async fn load_order_json(
         &self,
         id: Id,
     ) -> Result<Option<(OrderHead, String)>, AppError> {
-        let key = order_key(id);
-        if let Ok(Some(json)) = cache_call("get", self.cache.get(&key)).await {
-            if let Ok(head) = serde_json::from_str::<OrderHead>(&json) {
-                if head.id == id {
-                    metrics::counter!(CACHE_HITS_TOTAL, "cache" => "order").increment(1);
-                    return Ok(Some((head, json)));
-                }
-            }
+        if let Some(hit) = self.cached_order_json(id).await {
+            return Ok(Some(hit));
         }
-        // A miss, a failure or an unreadable entry: the full read counts and logs it.
-        Ok(self.load_order(id).await?.map(|order| {
+        Ok(self.read_through(id).await?.map(|order| {
             let head = OrderHead {
                 id: order.id,
                 user_id: order.user_id,
                 status: order.status,
             };
-            (
-                head,
-                serde_json::to_string(&order).expect("orders serialise"),
-            )
+            let json = serde_json::to_string(&order).expect("orders serialise");
+            (head, json)
         }))
     }
 
-    /// Reads an order through the cache; the store answers when the cache misses or fails.
-    pub(super) async fn load_order(&self, id: Id) -> Result<Option<Order>, AppError> {
-        let key = order_key(id);
-        match cache_call("get", self.cache.get(&key)).await {
-            Ok(Some(json)) => match serde_json::from_str::<Order>(&json) {
-                // An entry in another status was written by an older version of the service:
-                // it may be stale, so the store answers.
-                Ok(order) if order.status.is_terminal() => {
+    /// The cached entry of a finished order, counted as a hit; `None` (counted as a miss or an
+    /// error) otherwise. An entry in another status was written by an older version of the
+    /// service and may be stale, so it is not trusted.
+    async fn cached_order_json(&self, id: Id) -> Option<(OrderHead, String)> {
+        match cache_call("get", self.cache.get(&order_key(id))).await {
+            Ok(Some(json)) => match serde_json::from_str::<OrderHead>(&json) {
+                Ok(head) if head.id == id && head.status.is_terminal() => {
                     metrics::counter!(CACHE_HITS_TOTAL, "cache" => "order").increment(1);
-                    return Ok(Some(order));
+                    return Some((head, json));
                 }
                 Ok(_) => metrics::counter!(CACHE_MISSES_TOTAL, "cache" => "order").increment(1),
                 Err(e) => {
@@ -94,11 +84,17 @@ impl OrderActor {
                 tracing::warn!(error = %e, "order cache read failed; reading the store");
             }
         }
+        None
+    }
+
+    /// The order from the store, cached on the way when it is finished.
+    async fn read_through(&self, id: Id) -> Result<Option<Order>, AppError> {
         let order = backend_call("store", "find_order", self.orders.find_order(id)).await?;
         if let Some(order) = order.as_ref().filter(|o| o.status.is_terminal()) {
             let json = serde_json::to_string(order).expect("orders serialise");
             // A terminal order never changes, so this can overwrite whatever is there.
-            if self.cache.set(&key, &json, self.cache_ttl).await.is_err() {
+            let written = self.cache.set(&order_key(id), &json, self.cache_ttl).await;
+            if written.is_err() {
                 metrics::counter!(CACHE_ERRORS_TOTAL, "cache" => "order", "operation" => "set")
                     .increment(1);
             }
