@@ -23,9 +23,16 @@ impl Outbox {
     async fn sent(&self) -> Vec<SentEmail> {
         match self {
             Outbox::Dir(dir) => {
-                let mut files: Vec<_> = std::fs::read_dir(dir)
-                    .expect("read mail dir")
-                    .map(|e| e.expect("dir entry").path())
+                // One directory per day (`MAIL_DIR/YYYY-MM-DD/`), the files in them.
+                let entries = |dir: &std::path::Path| -> Vec<std::path::PathBuf> {
+                    std::fs::read_dir(dir)
+                        .expect("read mail dir")
+                        .map(|e| e.expect("dir entry").path())
+                        .collect()
+                };
+                let mut files: Vec<_> = entries(dir)
+                    .into_iter()
+                    .flat_map(|p| if p.is_dir() { entries(&p) } else { vec![p] })
                     .filter(|p| p.extension().is_some_and(|e| e == "eml"))
                     .collect();
                 files.sort();
