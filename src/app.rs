@@ -165,6 +165,18 @@ pub async fn run(config: Config, role: Role) -> anyhow::Result<()> {
         let mailer = backends.mailer.clone();
         Supervisor::start_in_arbiter(&Arbiter::new().handle(), move |_| MailerActor { mailer })
     };
+    // Status events: this process's bus, and what carries other processes' changes to it.
+    // A `serve` process on the embedded store is the only one writing to it, so its own bus
+    // sees every change; any other API process may have workers elsewhere.
+    let bus = crate::events::bus::Bus::new();
+    let events = crate::events::start(
+        &bus,
+        config.redis.as_ref(),
+        role.serves_api(),
+        !(role == Role::Serve && kinds.store == "sqlite"),
+        config.events.store_poll_interval,
+        backends.stores.orders.clone(),
+    );
     let order_actor = OrderActor {
         orders: backends.stores.orders.clone(),
         idempotency: backends.stores.idempotency.clone(),
@@ -180,6 +192,7 @@ pub async fn run(config: Config, role: Role) -> anyhow::Result<()> {
         runs_outbox: true,
         admission: Admission::new(config.max_orders_in_flight),
         stuck_after: config.queue.stuck_after,
+        events,
     };
     let orders = {
         let actor = order_actor.clone();
@@ -229,6 +242,11 @@ pub async fn run(config: Config, role: Role) -> anyhow::Result<()> {
             config.trust_proxy_headers,
             config.trust_proxy_hops,
         ),
+        events: Arc::new(crate::events::streams::Streams {
+            bus: bus.clone(),
+            orders: backends.stores.orders.clone(),
+            heartbeat: config.events.heartbeat,
+        }),
     });
     let prometheus_data = web::Data::new(prometheus);
     let body_limit = BodyLimit(config.body_limit_bytes);
@@ -273,6 +291,9 @@ pub async fn run(config: Config, role: Role) -> anyhow::Result<()> {
     actix_web::rt::spawn(async move {
         wait_for_shutdown_signal().await;
         tracing::info!("shutdown signal: no new connections; finishing requests in flight");
+        // Open status streams would hold the drain for the whole timeout: they end now, and
+        // their clients resume elsewhere with Last-Event-ID.
+        bus.close();
         handle.stop(true).await;
     });
     server.await?;

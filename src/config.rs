@@ -88,6 +88,16 @@ pub struct QueueSettings {
     pub stuck_after: Duration,
 }
 
+/// Order status streams (see `events`).
+#[derive(Clone, Debug)]
+pub struct EventSettings {
+    /// How often an idle stream sends a `: keep-alive` comment (`SSE_HEARTBEAT_INTERVAL`).
+    pub heartbeat: Duration,
+    /// How often an `api` process without Redis reads the store for changes made by workers,
+    /// while it has streams open (`SSE_STORE_POLL_INTERVAL`).
+    pub store_poll_interval: Duration,
+}
+
 /// Login throttling (see `throttle`).
 #[derive(Clone, Debug)]
 pub struct LoginLimits {
@@ -128,6 +138,7 @@ pub struct Config {
     pub trace_export: Option<crate::telemetry::settings::TraceExport>,
     /// Bound on every backend call (`BACKEND_TIMEOUT`, see `deadline`).
     pub backend_timeout: Duration,
+    pub events: EventSettings,
 }
 
 /// Why the configuration was refused.
@@ -322,6 +333,11 @@ impl Config {
                 .push("TRUST_PROXY_HOPS: expected a whole number from 1".into());
         }
 
+        let events = EventSettings {
+            heartbeat: r.duration("SSE_HEARTBEAT_INTERVAL", Duration::from_secs(15)),
+            store_poll_interval: r.duration("SSE_STORE_POLL_INTERVAL", Duration::from_millis(500)),
+        };
+
         if !r.errors.is_empty() {
             return Err(ConfigError(r.errors));
         }
@@ -356,6 +372,7 @@ impl Config {
             trust_proxy_hops,
             max_orders_in_flight,
             backend_timeout,
+            events,
         })
     }
 

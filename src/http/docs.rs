@@ -20,7 +20,7 @@ use utoipa::openapi::{Ref, RefOr, Response};
 use utoipa::{Modify, OpenApi};
 
 use super::problem::{self, PROBLEM_JSON};
-use super::{auth, health, orders, products};
+use super::{auth, health, order_events, orders, products};
 use crate::domain;
 
 #[derive(OpenApi)]
@@ -38,6 +38,7 @@ use crate::domain;
         auth::register, auth::login, auth::refresh, auth::logout, auth::me,
         products::list, products::get, products::create, products::update,
         orders::create, orders::list, orders::get, orders::cancel,
+        order_events::order, order_events::all,
         health::health, health::ready,
     ),
     components(schemas(

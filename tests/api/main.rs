@@ -16,6 +16,7 @@ mod harness;
 
 mod auth;
 mod errors;
+mod events;
 mod fuzz;
 mod loadgen;
 mod observability;

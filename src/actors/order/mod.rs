@@ -69,6 +69,8 @@ pub struct OrderActor {
     pub admission: Arc<Admission>,
     /// Pending or processing unchanged this long, an order is stranded (`ORDER_STUCK_AFTER`).
     pub stuck_after: Duration,
+    /// Where each placed order and each status change is reported, for the status streams.
+    pub events: crate::events::Events,
 }
 
 impl Actor for OrderActor {

@@ -1,0 +1,124 @@
+//! `/api/orders/{id}/events` and `/api/orders/events`: order status as server-sent events.
+//! The streams themselves (who may follow what, what is sent first, resuming) are
+//! `events::streams`'; this is the HTTP end: the `Last-Event-ID` header, the `text/event-stream`
+//! framing, and the heartbeat comment that keeps idle connections open through proxies.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use actix_web::http::header;
+use actix_web::web::{self, Bytes};
+use actix_web::{HttpRequest, HttpResponse};
+use futures_util::{stream, StreamExt};
+
+use super::extract::{parse_path_id, Auth};
+use super::problem::ApiError;
+use super::ApiState;
+use crate::domain::Id;
+use crate::error::AppError;
+use crate::events::streams::Feed;
+use crate::events::{EventId, OrderEvent};
+
+/// Sent first: how long an `EventSource` waits before reconnecting (it also puts the response
+/// head on the wire at once, before any event).
+const RETRY: &[u8] = b"retry: 1000\n\n";
+const KEEP_ALIVE: &[u8] = b": keep-alive\n\n";
+
+/// The `Last-Event-ID` a reconnecting client sends; anything but an id this service wrote is
+/// refused, so a typo can not silently restart a stream from nothing.
+fn last_event_id(req: &HttpRequest) -> Result<Option<EventId>, ApiError> {
+    let Some(value) = req.headers().get("last-event-id") else {
+        return Ok(None);
+    };
+    value
+        .to_str()
+        .ok()
+        .and_then(EventId::parse)
+        .map(Some)
+        .ok_or_else(|| {
+            AppError::field(
+                "Last-Event-ID",
+                "must be an event id as this service sent it in `id:` (<ms>-<rank>)",
+            )
+            .into()
+        })
+}
+
+fn frame(id: EventId, event: &OrderEvent) -> Bytes {
+    Bytes::from(format!("id: {id}\nevent: status\ndata: {}\n\n", event.data))
+}
+
+/// The response: `retry:`, then each event of `feed`, with a heartbeat comment every
+/// `heartbeat`; it ends when the feed does.
+fn event_stream(feed: Feed, heartbeat: Duration) -> HttpResponse {
+    let first_beat = tokio::time::Instant::now() + heartbeat;
+    let ticker = tokio::time::interval_at(first_beat, heartbeat);
+    let body = stream::once(async { Ok::<_, Infallible>(Bytes::from_static(RETRY)) }).chain(
+        stream::unfold((feed, ticker), |(mut feed, mut ticker)| async move {
+            let chunk = tokio::select! {
+                next = feed.next() => {
+                    let (id, event) = next?;
+                    frame(id, &event)
+                }
+                _ = ticker.tick() => Bytes::from_static(KEEP_ALIVE),
+            };
+            Some((Ok(chunk), (feed, ticker)))
+        }),
+    );
+    HttpResponse::Ok()
+        .content_type("text/event-stream")
+        .insert_header((header::CACHE_CONTROL, "no-cache"))
+        // nginx buffers responses unless told not to.
+        .insert_header(("X-Accel-Buffering", "no"))
+        .streaming(body)
+}
+
+#[utoipa::path(get, path = "/api/orders/{id}/events", tag = "orders", operation_id = "orderEvents", security(("bearer" = [])),
+    params(
+        ("id" = Id, Path, description = "Order id"),
+        ("Last-Event-ID" = Option<String>, Header, nullable = false, pattern = "^[0-9]{1,16}-[0-2]$",
+            description = "On reconnect, the `id:` of the last event received: the order's current state is sent \
+                only if it changed since"),
+    ),
+    responses(
+        (status = 200, description = "Server-sent events: the order's state at once (event `status`, `data`: \
+            `{status, updatedAt, order}`, `id`: `<updatedAt ms>-<status rank>`), then one event per status change; \
+            the stream ends after a terminal status (completed, failed, cancelled). A `: keep-alive` comment \
+            every `SSE_HEARTBEAT_INTERVAL`.", content_type = "text/event-stream", body = String),
+        (status = 400, description = "Malformed id or Last-Event-ID"),
+        (status = 404, description = "No such order, or not the caller's"),
+    ))]
+pub async fn order(
+    state: web::Data<ApiState>,
+    Auth(principal): Auth,
+    id: web::Path<String>,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let order_id = parse_path_id(&id)?;
+    let last = last_event_id(&req)?;
+    let feed = state.events.order(&principal, order_id, last).await?;
+    Ok(event_stream(feed, state.events.heartbeat))
+}
+
+#[utoipa::path(get, path = "/api/orders/events", tag = "orders", operation_id = "allOrderEvents", security(("bearer" = [])),
+    params(
+        ("Last-Event-ID" = Option<String>, Header, nullable = false, pattern = "^[0-9]{1,16}-[0-2]$",
+            description = "On reconnect, the `id:` of the last event received: every order changed since is sent \
+                first, as it is now (an order may come twice, never be missed)"),
+    ),
+    responses(
+        (status = 200, description = "Server-sent events, open until the client leaves: an event `status` \
+            (`data`: `{status, updatedAt, order}`) for each change to any of the caller's orders (an admin's: \
+            every order), placing included. A `: keep-alive` comment every `SSE_HEARTBEAT_INTERVAL`.",
+            content_type = "text/event-stream", body = String),
+        (status = 400, description = "Malformed Last-Event-ID"),
+    ))]
+pub async fn all(
+    state: web::Data<ApiState>,
+    Auth(principal): Auth,
+    req: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    let last = last_event_id(&req)?;
+    let feed = state.events.all(&principal, last).await?;
+    Ok(event_stream(feed, state.events.heartbeat))
+}
