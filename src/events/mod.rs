@@ -14,8 +14,8 @@
 //!   (`store_feed`): bounded reads, one query per interval whatever the number of streams.
 //!
 //! Event ids, and why they can be filled from the store: an id is the order's `updatedAt` in
-//! milliseconds and the rank of its status (pending 0, processing 1, a terminal status 2),
-//! `<ms>-<rank>`. The store keeps each order's current state with its `updatedAt`, and every
+//! milliseconds and the rank of its status (pending 0, processing 1, a terminal status 2), as
+//! one decimal number, `ms × 10 + rank` (so ids compare as numbers do). The store keeps each order's current state with its `updatedAt`, and every
 //! transition moves it forward, so "the changes since id X" is a range query on `updatedAt`
 //! (indexed, per user and for everyone), and "has the order moved since X" is a comparison of
 //! ids. A resumed stream therefore gets, for each order that changed while it was away, its
@@ -55,7 +55,7 @@ pub fn rank(status: OrderStatus) -> u8 {
     }
 }
 
-/// `<updatedAt in ms>-<status rank>`: ordered as the order's changes are.
+/// `updatedAt` in ms × 10 + status rank: ordered as the order's changes are.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct EventId {
     pub at_ms: i64,
@@ -70,26 +70,27 @@ impl EventId {
         }
     }
 
-    /// What [`EventId`]'s `Display` writes, and nothing else: 1 to 16 digits, `-`, 0 to 2.
+    /// What [`EventId`]'s `Display` writes, and nothing else: 1 to 18 digits, the last 0 to 2
+    /// ([`EventId::PATTERN`]).
     pub fn parse(raw: &str) -> Option<EventId> {
-        let (ms, rank) = raw.split_once('-')?;
-        let digits = |s: &str, max: usize| {
-            !s.is_empty() && s.len() <= max && s.bytes().all(|b| b.is_ascii_digit())
-        };
-        if !digits(ms, 16) || !digits(rank, 1) {
+        if raw.is_empty() || raw.len() > 18 || !raw.bytes().all(|b| b.is_ascii_digit()) {
             return None;
         }
-        let rank: u8 = rank.parse().ok()?;
+        let value: i64 = raw.parse().ok()?;
+        let rank = (value % 10) as u8;
         (rank <= 2).then_some(EventId {
-            at_ms: ms.parse().ok()?,
+            at_ms: value / 10,
             rank,
         })
     }
+
+    /// The pattern of [`EventId::parse`], as the OpenAPI document states it.
+    pub const PATTERN: &'static str = "^[0-9]{0,17}[0-2]$";
 }
 
 impl fmt::Display for EventId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}-{}", self.at_ms, self.rank)
+        write!(f, "{}{}", self.at_ms, self.rank)
     }
 }
 
@@ -227,24 +228,52 @@ mod tests {
 
     #[test]
     fn ids_read_back_what_they_write_and_refuse_anything_else() {
-        let id = EventId {
-            at_ms: 1_764_000_000_123,
-            rank: 2,
-        };
-        assert_eq!(EventId::parse(&id.to_string()), Some(id));
+        for id in [
+            EventId {
+                at_ms: 1_764_000_000_123,
+                rank: 2,
+            },
+            EventId { at_ms: 0, rank: 0 },
+        ] {
+            assert_eq!(EventId::parse(&id.to_string()), Some(id));
+        }
+        assert_eq!(
+            EventId::parse("17640000001231"),
+            Some(EventId {
+                at_ms: 1_764_000_000_123,
+                rank: 1
+            })
+        );
         for bad in [
             "",
             "-",
-            "1-",
-            "-1",
-            "1-3",
-            "1-10",
-            "a-1",
-            "1_1",
-            " 1-1",
-            "12345678901234567-1",
+            "13",
+            "9",
+            "1-1",
+            "a1",
+            " 11",
+            "+11",
+            "-10",
+            "1234567890123456780",
         ] {
             assert_eq!(EventId::parse(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn the_documented_pattern_admits_exactly_what_parses() {
+        let pattern = regex::Regex::new(EventId::PATTERN).unwrap();
+        for raw in ["0", "2", "10", "17640000001232", "123456789012345672"] {
+            assert!(
+                pattern.is_match(raw) && EventId::parse(raw).is_some(),
+                "{raw}"
+            );
+        }
+        for raw in ["", "3", "19", "1234567890123456782", "1-1", "a0"] {
+            assert!(
+                !pattern.is_match(raw) && EventId::parse(raw).is_none(),
+                "{raw}"
+            );
         }
     }
 

@@ -47,7 +47,7 @@ use crate::domain;
         products::ProductRequest, products::ProductPatchRequest, domain::Product, domain::Page<domain::Product>,
         orders::CreateOrderRequest, orders::OrderItemRequest, domain::address::ShippingAddressInput,
         domain::Order, domain::OrderItem, domain::OrderStatus, domain::ShippingAddress, domain::Page<domain::Order>,
-        health::Health, health::Readiness,
+        health::Health, health::Readiness, order_events::StatusEvent,
     )),
     modifiers(&BearerAuth, &CommonResponses),
     tags(

@@ -10,9 +10,13 @@ use actix_web::http::header;
 use actix_web::web::{self, Bytes};
 use actix_web::{HttpRequest, HttpResponse};
 use futures_util::{stream, StreamExt};
+use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+use utoipa::openapi::RefOr;
+use utoipa::{PartialSchema, ToSchema};
 
 use super::extract::{parse_path_id, Auth};
 use super::problem::ApiError;
+use super::schema;
 use super::ApiState;
 use crate::domain::Id;
 use crate::error::AppError;
@@ -38,11 +42,42 @@ fn last_event_id(req: &HttpRequest) -> Result<Option<EventId>, ApiError> {
         .ok_or_else(|| {
             AppError::field(
                 "Last-Event-ID",
-                "must be an event id as this service sent it in `id:` (<ms>-<rank>)",
+                "must be an event id as this service sent it in `id:` (digits, the last 0 to 2)",
             )
             .into()
         })
 }
+
+/// One event of either stream, as the OpenAPI document describes it (the fields of an SSE
+/// event, as an `EventSource` hands them over).
+pub struct StatusEvent;
+
+impl PartialSchema for StatusEvent {
+    fn schema() -> RefOr<Schema> {
+        let event = ObjectBuilder::new()
+            .schema_type(Type::String)
+            .enum_values(Some(["status"]));
+        let id = ObjectBuilder::new()
+            .schema_type(Type::String)
+            .pattern(Some(EventId::PATTERN))
+            .description(Some(
+                "`updatedAt` in ms × 10 + status rank (pending 0, processing 1, terminal 2); send it back as `Last-Event-ID`",
+            ));
+        let data = ObjectBuilder::new()
+            .schema_type(Type::String)
+            .content_media_type("application/json")
+            .description(Some(
+                "`{status, updatedAt, order}`: the status, when it changed, and the order as \
+                 `GET /api/orders/{id}` answers it",
+            ));
+        schema::object([
+            ("event", event.into(), true),
+            ("id", id.into(), true),
+            ("data", data.into(), true),
+        ])
+    }
+}
+impl ToSchema for StatusEvent {}
 
 fn frame(id: EventId, event: &OrderEvent) -> Bytes {
     Bytes::from(format!("id: {id}\nevent: status\ndata: {}\n\n", event.data))
@@ -76,15 +111,15 @@ fn event_stream(feed: Feed, heartbeat: Duration) -> HttpResponse {
 #[utoipa::path(get, path = "/api/orders/{id}/events", tag = "orders", operation_id = "orderEvents", security(("bearer" = [])),
     params(
         ("id" = Id, Path, description = "Order id"),
-        ("Last-Event-ID" = Option<String>, Header, nullable = false, pattern = "^[0-9]{1,16}-[0-2]$",
+        ("Last-Event-ID" = Option<String>, Header, nullable = false, pattern = "^[0-9]{0,17}[0-2]$",
             description = "On reconnect, the `id:` of the last event received: the order's current state is sent \
                 only if it changed since"),
     ),
     responses(
         (status = 200, description = "Server-sent events: the order's state at once (event `status`, `data`: \
-            `{status, updatedAt, order}`, `id`: `<updatedAt ms>-<status rank>`), then one event per status change; \
+            `{status, updatedAt, order}`, `id`: `updatedAt` in ms × 10 + status rank), then one event per status change; \
             the stream ends after a terminal status (completed, failed, cancelled). A `: keep-alive` comment \
-            every `SSE_HEARTBEAT_INTERVAL`.", content_type = "text/event-stream", body = String),
+            every `SSE_HEARTBEAT_INTERVAL`.", content_type = "text/event-stream", body = StatusEvent),
         (status = 400, description = "Malformed id or Last-Event-ID"),
         (status = 404, description = "No such order, or not the caller's"),
     ))]
@@ -102,7 +137,7 @@ pub async fn order(
 
 #[utoipa::path(get, path = "/api/orders/events", tag = "orders", operation_id = "allOrderEvents", security(("bearer" = [])),
     params(
-        ("Last-Event-ID" = Option<String>, Header, nullable = false, pattern = "^[0-9]{1,16}-[0-2]$",
+        ("Last-Event-ID" = Option<String>, Header, nullable = false, pattern = "^[0-9]{0,17}[0-2]$",
             description = "On reconnect, the `id:` of the last event received: every order changed since is sent \
                 first, as it is now (an order may come twice, never be missed)"),
     ),
@@ -110,7 +145,7 @@ pub async fn order(
         (status = 200, description = "Server-sent events, open until the client leaves: an event `status` \
             (`data`: `{status, updatedAt, order}`) for each change to any of the caller's orders (an admin's: \
             every order), placing included. A `: keep-alive` comment every `SSE_HEARTBEAT_INTERVAL`.",
-            content_type = "text/event-stream", body = String),
+            content_type = "text/event-stream", body = StatusEvent),
         (status = 400, description = "Malformed Last-Event-ID"),
     ))]
 pub async fn all(

@@ -16,7 +16,7 @@ fn statuses(frames: &[Frame]) -> Vec<String> {
 
 /// Each event carries the status, its time and the whole order, under an id that grows.
 fn assert_events_are_well_formed(frames: &[Frame]) {
-    let mut last: Option<(i64, u8)> = None;
+    let mut last: Option<i64> = None;
     for f in frames {
         let j = f.json();
         assert_eq!(j["status"], j["order"]["status"], "{f:?}");
@@ -25,8 +25,7 @@ fn assert_events_are_well_formed(frames: &[Frame]) {
         let id =
             f.id.as_deref()
                 .unwrap_or_else(|| panic!("an event without id: {f:?}"));
-        let (ms, rank) = id.split_once('-').expect("<ms>-<rank>");
-        let id = (ms.parse::<i64>().unwrap(), rank.parse::<u8>().unwrap());
+        let id: i64 = id.parse().expect("a numeric id");
         if let Some(last) = last {
             assert!(id > last, "ids must grow: {frames:?}");
         }
@@ -185,7 +184,7 @@ async fn only_the_owner_follows_an_order_and_bad_input_is_refused() {
         .await,
     );
     assert_validation(&r, &["id"]);
-    for bad in ["", "x", "12-3", "1-0-0", "-1-1", "12345678901234567-1"] {
+    for bad in ["", "x", "13", "1-2", "-12", "1234567890123456780"] {
         for p in [path.as_str(), "/api/orders/events"] {
             let r = refused(open(&srv, p, Some(&s.customer.access), Some(bad)).await);
             assert_validation(&r, &["Last-Event-ID"]);
