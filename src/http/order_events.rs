@@ -2,6 +2,10 @@
 //! The streams themselves (who may follow what, what is sent first, resuming) are
 //! `events::streams`'; this is the HTTP end: the `Last-Event-ID` header, the `text/event-stream`
 //! framing, and the heartbeat comment that keeps idle connections open through proxies.
+//!
+//! The heartbeat also ends abandoned streams: while a response streams, the server does not
+//! read the connection, so a client that left is noticed only when a write to it fails, at a
+//! heartbeat at the latest (the stream's subscription is then dropped with its body).
 
 use std::convert::Infallible;
 use std::time::Duration;
