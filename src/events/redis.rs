@@ -4,9 +4,11 @@
 //! The publisher never makes a transition wait: events go into a bounded queue drained by one
 //! task, which sends what has gathered as one pipeline (one round trip for a worker's batch).
 //! An event that can not be sent (Redis down, queue full) is counted
-//! (`order_events_unpublished_total`); listeners recover it from the store, because the
-//! listener reads the store for the time it was not subscribed, and a stream that is resumed
-//! reads it too.
+//! (`order_events_unpublished_total`) and logged. Pub/sub delivers at most once, so what
+//! brings such an event, or one a listener missed while it was not subscribed, is the store:
+//! a listener reads it for the time it was not subscribed each time it subscribes again, and
+//! a client that resumes with `Last-Event-ID` reads it for the time it was away. A live stream
+//! that misses an unpublished event sees the order's next change, or its state on resuming.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -32,8 +32,13 @@ pub struct Streams {
 
 /// What a stream passes on of the live events.
 enum Filter {
-    /// One order: only changes above the rank already sent; the stream ends after a terminal one.
-    Order { sent_rank: Option<u8> },
+    /// One order: only changes above the rank already sent; the stream ends after a terminal
+    /// one. `orders` reads it again at each heartbeat ([`Feed::recheck`]).
+    Order {
+        order_id: Id,
+        sent_rank: Option<u8>,
+        orders: Arc<dyn Orders>,
+    },
     /// Many orders: changes not already covered by the resume's read of the store.
     Many { replayed: HashMap<Id, u8> },
 }
@@ -49,6 +54,29 @@ pub struct Feed {
 }
 
 impl Feed {
+    /// At a heartbeat, a single-order stream reads its order again: a change whose event was
+    /// lost on the way (a Redis publish that failed) is then sent now rather than never. One
+    /// read by id per stream and heartbeat; a failed read waits for the next.
+    pub async fn recheck(&mut self) {
+        let Filter::Order {
+            order_id,
+            sent_rank,
+            orders,
+        } = &self.filter
+        else {
+            return;
+        };
+        if self.done || !self.backlog.is_empty() {
+            return;
+        }
+        let found = backend_call("store", "find_order", orders.find_order(*order_id)).await;
+        if let Ok(Some(order)) = found {
+            if !matches!(*sent_rank, Some(r) if super::rank(order.status) <= r) {
+                self.backlog.push_back(Arc::new(OrderEvent::new(&order)));
+            }
+        }
+    }
+
     /// The next event to send and the id to send it under; `None` when the stream is over (a
     /// terminal status was sent, the subscriber was dropped for falling behind, or shutdown).
     /// Cancel-safe: nothing is awaited after an event is taken.
@@ -69,7 +97,7 @@ impl Feed {
                 },
             };
             let fresh = match &mut self.filter {
-                Filter::Order { sent_rank } => {
+                Filter::Order { sent_rank, .. } => {
                     let fresh = !matches!(*sent_rank, Some(r) if event.id.rank <= r);
                     if fresh {
                         *sent_rank = Some(event.id.rank);
@@ -124,7 +152,11 @@ impl Streams {
         Ok(Feed {
             backlog,
             subscription,
-            filter: Filter::Order { sent_rank },
+            filter: Filter::Order {
+                order_id,
+                sent_rank,
+                orders: self.orders.clone(),
+            },
             last_id: last,
             done,
         })

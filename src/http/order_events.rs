@@ -99,7 +99,10 @@ fn event_stream(feed: Feed, heartbeat: Duration) -> HttpResponse {
                     let (id, event) = next?;
                     frame(id, &event)
                 }
-                _ = ticker.tick() => Bytes::from_static(KEEP_ALIVE),
+                _ = ticker.tick() => {
+                    feed.recheck().await;
+                    Bytes::from_static(KEEP_ALIVE)
+                }
             };
             Some((Ok(chunk), (feed, ticker)))
         }),

@@ -138,9 +138,13 @@ impl EventStream {
     }
 
     /// The next status event, skipping comments and `retry:`; `None` at the end of the stream.
+    /// Fails if none comes within [`FRAME_DEADLINE`], heartbeats or not.
     pub async fn next_status(&mut self) -> Option<Frame> {
+        let deadline = std::time::Instant::now() + FRAME_DEADLINE;
         loop {
-            match self.next_within(FRAME_DEADLINE).await {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            assert!(!left.is_zero(), "no status event within {FRAME_DEADLINE:?}");
+            match self.next_within(left).await {
                 Next::End => return None,
                 Next::Frame(f) if f.is_status() => return Some(f),
                 Next::Frame(_) => {}
