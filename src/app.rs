@@ -83,6 +83,8 @@ fn cors(origins: &[String]) -> Cors {
             "authorization",
             "content-type",
             "idempotency-key",
+            // A fetch-based status stream resuming after a reconnect (`http::order_events`).
+            "last-event-id",
             "x-request-id",
             "traceparent",
             "tracestate",
