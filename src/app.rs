@@ -83,6 +83,8 @@ fn cors(origins: &[String]) -> Cors {
             "authorization",
             "content-type",
             "idempotency-key",
+            // A fetch-based status stream resuming after a reconnect (`http::order_events`).
+            "last-event-id",
             "x-request-id",
             "traceparent",
             "tracestate",
@@ -180,6 +182,18 @@ pub async fn run(config: Config, role: Role) -> anyhow::Result<()> {
             crate::actors::backlog::probe_interval(kinds.queue_is_remote()),
         );
     }
+    // Status events: this process's bus, and what carries other processes' changes to it.
+    // A `serve` process on the embedded store is the only one writing to it, so its own bus
+    // sees every change; any other API process may have workers elsewhere.
+    let bus = crate::events::bus::Bus::new();
+    let events = crate::events::start(
+        &bus,
+        config.redis.as_ref(),
+        role.serves_api(),
+        !(role == Role::Serve && kinds.store == "sqlite"),
+        config.events.store_poll_interval,
+        backends.stores.orders.clone(),
+    );
     let order_actor = OrderActor {
         orders: backends.stores.orders.clone(),
         idempotency: backends.stores.idempotency.clone(),
@@ -196,6 +210,7 @@ pub async fn run(config: Config, role: Role) -> anyhow::Result<()> {
         admission,
         stuck_after: config.queue.stuck_after,
         emails: config.email.clone(),
+        events,
     };
     let orders = {
         let actor = order_actor.clone();
@@ -245,6 +260,11 @@ pub async fn run(config: Config, role: Role) -> anyhow::Result<()> {
             config.trust_proxy_headers,
             config.trust_proxy_hops,
         ),
+        events: Arc::new(crate::events::streams::Streams {
+            bus: bus.clone(),
+            orders: backends.stores.orders.clone(),
+            heartbeat: config.events.heartbeat,
+        }),
     });
     let prometheus_data = web::Data::new(prometheus);
     let body_limit = BodyLimit(config.body_limit_bytes);
@@ -289,6 +309,9 @@ pub async fn run(config: Config, role: Role) -> anyhow::Result<()> {
     actix_web::rt::spawn(async move {
         wait_for_shutdown_signal().await;
         tracing::info!("shutdown signal: no new connections; finishing requests in flight");
+        // Open status streams would hold the drain for the whole timeout: they end now, and
+        // their clients resume elsewhere with Last-Event-ID.
+        bus.close();
         handle.stop(true).await;
     });
     server.await?;

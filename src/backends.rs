@@ -88,7 +88,7 @@ impl BackendKinds {
 /// far more than the orders clients are following at any moment, in a bounded footprint.
 const MEMORY_CACHE_BYTES: u64 = 16 * 1024 * 1024;
 /// Prefix of every Redis key, so deployments can share a Redis.
-const REDIS_KEY_PREFIX: &str = "order-service:";
+pub(crate) const REDIS_KEY_PREFIX: &str = "order-service:";
 
 pub async fn build(config: &Config) -> anyhow::Result<Backends> {
     // The SQLite file is opened only when the store or the queue is embedded.

@@ -113,6 +113,16 @@ pub struct RetentionSettings {
     pub mail_days: u32,
 }
 
+/// Order status streams (see `events`).
+#[derive(Clone, Debug)]
+pub struct EventSettings {
+    /// How often an idle stream sends a `: keep-alive` comment (`SSE_HEARTBEAT_INTERVAL`).
+    pub heartbeat: Duration,
+    /// How often an `api` process without Redis reads the store for changes made by workers,
+    /// while it has streams open (`SSE_STORE_POLL_INTERVAL`).
+    pub store_poll_interval: Duration,
+}
+
 /// Login throttling (see `throttle`).
 #[derive(Clone, Debug)]
 pub struct LoginLimits {
@@ -157,6 +167,7 @@ pub struct Config {
     pub backend_timeout: Duration,
     pub email: EmailSettings,
     pub retention: RetentionSettings,
+    pub events: EventSettings,
 }
 
 /// Why the configuration was refused.
@@ -366,6 +377,10 @@ impl Config {
                 "a whole number of days (0: keep all)",
             ),
         };
+        let events = EventSettings {
+            heartbeat: r.duration("SSE_HEARTBEAT_INTERVAL", Duration::from_secs(15)),
+            store_poll_interval: r.duration("SSE_STORE_POLL_INTERVAL", Duration::from_millis(500)),
+        };
 
         if !r.errors.is_empty() {
             return Err(ConfigError(r.errors));
@@ -404,6 +419,7 @@ impl Config {
             backend_timeout,
             email,
             retention,
+            events,
         })
     }
 

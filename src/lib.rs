@@ -13,6 +13,7 @@ pub mod deadline;
 pub mod domain;
 pub mod duration;
 pub mod error;
+pub mod events;
 pub mod http;
 pub mod mail;
 pub mod messages;

@@ -61,6 +61,13 @@ pub const AUTH_TOKEN_REFRESHES_TOTAL: &str = "auth_token_refreshes_total";
 pub const AUTH_TOKENS_REJECTED_TOTAL: &str = "auth_tokens_rejected_total";
 pub const PASSWORD_HASH_SECONDS: &str = "password_hash_seconds";
 
+/// Status streams (SSE) open on this process.
+pub const ORDER_EVENT_STREAMS_OPEN: &str = "order_event_streams_open";
+/// Streams ended because their client fell a buffer behind (it resumes with `Last-Event-ID`).
+pub const ORDER_EVENT_SUBSCRIBERS_DROPPED_TOTAL: &str = "order_event_subscribers_dropped_total";
+/// Status events that could not be published to Redis (listeners recover them from the store).
+pub const ORDER_EVENTS_UNPUBLISHED_TOTAL: &str = "order_events_unpublished_total";
+
 pub const BACKEND_CALL_DURATION_SECONDS: &str = "backend_call_duration_seconds";
 pub const BACKEND_ERRORS_TOTAL: &str = "backend_errors_total";
 
@@ -220,6 +227,18 @@ fn describe() {
         PASSWORD_HASH_SECONDS,
         Unit::Seconds,
         "Time to hash or verify one password"
+    );
+    describe_gauge!(
+        ORDER_EVENT_STREAMS_OPEN,
+        "Order status streams (server-sent events) open"
+    );
+    describe_counter!(
+        ORDER_EVENT_SUBSCRIBERS_DROPPED_TOTAL,
+        "Status streams ended because their client fell behind"
+    );
+    describe_counter!(
+        ORDER_EVENTS_UNPUBLISHED_TOTAL,
+        "Status events not published to Redis (recovered from the store by listeners)"
     );
     describe_histogram!(
         BACKEND_CALL_DURATION_SECONDS,

@@ -151,7 +151,7 @@ impl RedisCache {
 }
 
 /// The password goes into the connection info, never into a URL that could end up in a log.
-fn client(config: &RedisConfig) -> redis::RedisResult<Client> {
+pub(crate) fn client(config: &RedisConfig) -> redis::RedisResult<Client> {
     let mut redis = RedisConnectionInfo::default();
     if let Some(password) = &config.password {
         redis = redis.set_password(password.expose());

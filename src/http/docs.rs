@@ -20,7 +20,7 @@ use utoipa::openapi::{Ref, RefOr, Response};
 use utoipa::{Modify, OpenApi};
 
 use super::problem::{self, PROBLEM_JSON};
-use super::{admin, auth, health, orders, products};
+use super::{admin, auth, health, order_events, orders, products};
 use crate::domain;
 
 #[derive(OpenApi)]
@@ -39,6 +39,7 @@ use crate::domain;
         products::list, products::get, products::create, products::update,
         orders::create, orders::list, orders::get, orders::cancel,
         admin::list_orders,
+        order_events::order, order_events::all,
         health::health, health::ready,
     ),
     components(schemas(
@@ -47,7 +48,7 @@ use crate::domain;
         products::ProductRequest, products::ProductPatchRequest, domain::Product, domain::Page<domain::Product>,
         orders::CreateOrderRequest, orders::OrderItemRequest, domain::address::ShippingAddressInput,
         domain::Order, domain::OrderItem, domain::OrderStatus, domain::ShippingAddress, domain::Page<domain::Order>,
-        health::Health, health::Readiness,
+        health::Health, health::Readiness, order_events::StatusEvent,
     )),
     modifiers(&BearerAuth, &CommonResponses),
     tags(

@@ -9,6 +9,7 @@ pub mod docs;
 pub mod extract;
 pub mod health;
 pub mod middleware;
+pub mod order_events;
 pub mod orders;
 pub mod problem;
 pub mod products;
@@ -36,6 +37,8 @@ pub struct ApiState {
     pub readiness: Arc<dyn ReadinessProbes>,
     /// Where the login throttle takes the client's address from.
     pub client_address: client_address::ClientAddressSource,
+    /// Opens the order status streams.
+    pub events: Arc<crate::events::streams::Streams>,
 }
 
 async fn route_not_found() -> Result<HttpResponse, ApiError> {
@@ -79,7 +82,12 @@ pub fn api(cfg: &mut web::ServiceConfig) {
                 .route(web::get().to(orders::list))
                 .route(web::post().to(orders::create)),
         )
+        // Before `/api/orders/{id}`, which would take `events` for an id.
+        .service(resource("/api/orders/events", "GET").route(web::get().to(order_events::all)))
         .service(resource("/api/orders/{id}", "GET").route(web::get().to(orders::get)))
+        .service(
+            resource("/api/orders/{id}/events", "GET").route(web::get().to(order_events::order)),
+        )
         .service(resource("/api/orders/{id}/cancel", "POST").route(web::post().to(orders::cancel)))
         .service(resource("/api/admin/orders", "GET").route(web::get().to(admin::list_orders)))
         .service(web::redirect("/api-docs", "/api-docs/"))

@@ -10,11 +10,12 @@ use super::{
     ACTOR_MAILBOX_BACKLOG, AUTH_LOGINS_TOTAL, AUTH_REGISTRATIONS_TOTAL, AUTH_TOKENS_REJECTED_TOTAL,
     AUTH_TOKEN_REFRESHES_TOTAL, BACKEND_ERRORS_TOTAL, CACHE_ERRORS_TOTAL, CACHE_HITS_TOTAL,
     CACHE_MISSES_TOTAL, EMAILS_DUPLICATE_TOTAL, EMAILS_RESENT_TOTAL,
-    STOCK_RESERVATION_FAILURES_TOTAL,
+    ORDER_EVENTS_UNPUBLISHED_TOTAL, ORDER_EVENT_STREAMS_OPEN,
+    ORDER_EVENT_SUBSCRIBERS_DROPPED_TOTAL, STOCK_RESERVATION_FAILURES_TOTAL,
 };
 
 /// Every `(backend, operation)` pair the service counts calls of.
-pub const BACKEND_CALLS: [(&str, &str); 33] = [
+pub const BACKEND_CALLS: [(&str, &str); 34] = [
     ("mailer", "send"),
     ("queue", "delete"),
     ("queue", "depth"),
@@ -36,6 +37,7 @@ pub const BACKEND_CALLS: [(&str, &str); 33] = [
     ("store", "list_products"),
     ("store", "mark_enqueued"),
     ("store", "mark_notifications_sent"),
+    ("store", "orders_changed_since"),
     ("store", "release_notification"),
     ("store", "release_stock"),
     ("store", "reserve_stock"),
@@ -115,6 +117,9 @@ pub fn register() {
         metrics::counter!(CACHE_HITS_TOTAL, "cache" => cache).increment(0);
         metrics::counter!(CACHE_MISSES_TOTAL, "cache" => cache).increment(0);
     }
+    metrics::counter!(ORDER_EVENT_SUBSCRIBERS_DROPPED_TOTAL).increment(0);
+    metrics::counter!(ORDER_EVENTS_UNPUBLISHED_TOTAL).increment(0);
+    metrics::gauge!(ORDER_EVENT_STREAMS_OPEN).increment(0.0);
     // Before any actor starts, so nothing has counted a message in yet.
     for actor in ["auth", "inventory", "order", "mailer", "sqs_poller"] {
         metrics::gauge!(ACTOR_MAILBOX_BACKLOG, "actor" => actor).increment(0.0);

@@ -146,4 +146,15 @@ pub trait Orders: Send + Sync + 'static {
     /// Orders pending or processing whose last change is older than `before`, whatever their
     /// outbox flag, oldest change first: the stranded-order sweeper sends them again.
     async fn stuck_orders(&self, before: DateTime<Utc>, limit: u32) -> StoreResult<Vec<Id>>;
+
+    /// Orders whose last change (`updatedAt`) is at or after `since`, oldest change first (ties
+    /// by id), at most `limit`: only `user_id`'s when given, every order's otherwise. Status
+    /// streams fill a reconnect's gap with it, and `api` processes without Redis follow the
+    /// workers' transitions through it (`crate::events`).
+    async fn orders_changed_since(
+        &self,
+        user_id: Option<Id>,
+        since: DateTime<Utc>,
+        limit: u32,
+    ) -> StoreResult<Vec<Order>>;
 }

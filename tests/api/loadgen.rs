@@ -163,44 +163,53 @@ fn endpoint<'a>(report: &'a Value, name: &str) -> &'a Value {
 #[serial(heavy)]
 fn mixed_closed_model_run_completes_every_order() {
     let service = Service::start();
-    let report = service.loadgen(&[
-        "--scenario",
-        "mixed",
-        "--users",
-        "4",
-        "--duration",
-        "3s",
-        "--warmup",
-        "1s",
-        "--service-pid",
-        &service.pid(),
-    ]);
-    assert_sane(&report);
-    assert_eq!(report["model"], "closed");
-    for name in [
-        "GET /api/products",
-        "GET /api/products/{id}",
-        "POST /api/orders",
-        "GET /api/orders/{id}",
+    // Orders followed by their status stream (the default), then by polling.
+    for (follow, followed_by) in [
+        (None, "GET /api/orders/{id}/events"),
+        (Some("poll"), "GET /api/orders/{id}"),
     ] {
-        assert!(u(&endpoint(&report, name)["ok"]) > 0, "{name}");
-    }
+        let mut args = vec![
+            "--scenario",
+            "mixed",
+            "--users",
+            "4",
+            "--duration",
+            "3s",
+            "--warmup",
+            "1s",
+        ];
+        args.extend(follow.map(|f| ["--follow", f]).into_iter().flatten());
+        let pid = service.pid();
+        args.extend(["--service-pid", pid.as_str()]);
+        let report = service.loadgen(&args);
+        assert_sane(&report);
+        assert_eq!(report["model"], "closed");
+        assert_eq!(report["follow"], follow.unwrap_or("sse"));
+        for name in [
+            "GET /api/products",
+            "GET /api/products/{id}",
+            "POST /api/orders",
+            followed_by,
+        ] {
+            assert!(u(&endpoint(&report, name)["ok"]) > 0, "{name} ({follow:?})");
+        }
 
-    let orders = &report["orders"];
-    let created = u(&orders["created"]);
-    assert!(created > 0, "no orders: {orders}");
-    // The generator waits for orders in flight, so every order placed is seen to its end.
-    assert_eq!(u(&orders["completed"]), created, "{orders}");
-    assert_eq!(u(&orders["unfinished"]), 0, "{orders}");
-    assert_eq!(u(&orders["failed"]), 0, "{orders}");
-    assert_eq!(
-        u(&endpoint(&report, "POST /api/orders")["ok"]),
-        created,
-        "every 201 is a created order"
-    );
-    assert_ordered(&orders["lagUs"], "completion lag");
-    assert_ordered(&orders["observedLagUs"], "observed completion lag");
-    assert!(u(&report["service"]["rssKib"]) > 0);
+        let orders = &report["orders"];
+        let created = u(&orders["created"]);
+        assert!(created > 0, "no orders: {orders}");
+        // The generator waits for orders in flight, so every order placed is seen to its end.
+        assert_eq!(u(&orders["completed"]), created, "{orders}");
+        assert_eq!(u(&orders["unfinished"]), 0, "{orders}");
+        assert_eq!(u(&orders["failed"]), 0, "{orders}");
+        assert_eq!(
+            u(&endpoint(&report, "POST /api/orders")["ok"]),
+            created,
+            "every 201 is a created order"
+        );
+        assert_ordered(&orders["lagUs"], "completion lag");
+        assert_ordered(&orders["observedLagUs"], "observed completion lag");
+        assert!(u(&report["service"]["rssKib"]) > 0);
+    }
 }
 
 #[test]
@@ -246,22 +255,26 @@ fn login_and_cached_order_scenarios_run_clean() {
 
 #[test]
 #[serial(heavy)]
-fn connections_mode_holds_every_connection_open() {
+fn connections_and_streams_modes_hold_every_one_open() {
     let service = Service::start();
-    let report = service.loadgen(&[
-        "--scenario",
-        "connections",
-        "--users",
-        "50",
-        "--duration",
-        "500ms",
-        "--service-pid",
-        &service.pid(),
-    ]);
-    let c = &report["connections"];
-    assert_eq!(u(&c["opened"]), 50, "{c}");
-    assert_eq!(u(&c["aliveAfterHold"]), 50, "{c}");
-    assert!(u(&c["serviceWithConnections"]["rssKib"]) > 0, "{c}");
+    // Idle keep-alive connections, then open status streams.
+    for (scenario, streams) in [("connections", false), ("streams", true)] {
+        let report = service.loadgen(&[
+            "--scenario",
+            scenario,
+            "--users",
+            "50",
+            "--duration",
+            "500ms",
+            "--service-pid",
+            &service.pid(),
+        ]);
+        let c = &report["connections"];
+        assert_eq!(c["streams"], streams, "{c}");
+        assert_eq!(u(&c["opened"]), 50, "{c}");
+        assert_eq!(u(&c["aliveAfterHold"]), 50, "{c}");
+        assert!(u(&c["serviceWithConnections"]["rssKib"]) > 0, "{c}");
+    }
 }
 
 #[test]

@@ -17,6 +17,7 @@ mod harness;
 mod auth;
 mod chaos;
 mod errors;
+mod events;
 mod fuzz;
 mod loadgen;
 mod observability;

@@ -168,6 +168,8 @@ async fn api_docs_are_served_offline_and_describe_the_api() {
         ("/api/orders", &["get", "post"]),
         ("/api/orders/{id}", &["get"]),
         ("/api/orders/{id}/cancel", &["post"]),
+        ("/api/orders/{id}/events", &["get"]),
+        ("/api/orders/events", &["get"]),
         ("/health", &["get"]),
         ("/ready", &["get"]),
     ] {

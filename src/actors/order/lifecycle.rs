@@ -76,8 +76,10 @@ impl OrderActor {
         Ok(orders.into_iter().map(|(_, order)| order).collect())
     }
 
-    /// Keeps the cache, the log and the metrics in step with a status change that happened.
+    /// Keeps the cache, the status streams, the log and the metrics in step with a status
+    /// change that happened.
     pub(super) async fn moved(&self, order: &Order, from: OrderStatus) {
+        self.events.publish(order);
         self.cache_order(order).await;
         tracing::info!(order_id = %order.id, from = from.as_str(), to = order.status.as_str(), "order status changed");
         match order.status {

@@ -75,6 +75,8 @@ pub struct OrderActor {
     pub stuck_after: Duration,
     /// When an unsent email is sent again, and how long email records are kept.
     pub emails: EmailSettings,
+    /// Where each placed order and each status change is reported, for the status streams.
+    pub events: crate::events::Events,
 }
 
 impl Actor for OrderActor {

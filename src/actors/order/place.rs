@@ -182,6 +182,7 @@ impl OrderActor {
         }
         metrics::counter!(ORDERS_CREATED_TOTAL).increment(1);
         tracing::info!(order_id = %order.id, total = order.total_amount.value(), "order placed");
+        self.events.publish(&order);
         self.cache_order(&order).await;
         // The order is stored, so it is accepted whatever the queue does now: if the send fails,
         // the outbox reconciler sends it later (the order's `enqueued` flag stays unset).

@@ -197,4 +197,69 @@ impl Api {
             .bearer_auth(token);
         Self::call(req, StatusCode::OK).await
     }
+
+    /// Opens `GET /api/orders/{id}/events`: the answer's head, its body still to be read. The
+    /// stream is meant to stay open until the order is done, so the run's per-request timeout
+    /// does not apply; `timeout` bounds the whole stream instead.
+    pub async fn order_events(
+        &self,
+        token: &str,
+        id: &str,
+        timeout: Duration,
+    ) -> Result<reqwest::Response, Failure> {
+        let response = self
+            .http
+            .get(self.url(&format!("/api/orders/{id}/events")))
+            .bearer_auth(token)
+            .header("accept", "text/event-stream")
+            .timeout(timeout)
+            .send()
+            .await
+            .map_err(|e| transport(&e))?;
+        if response.status() != StatusCode::OK {
+            let status = response.status().as_u16();
+            let _ = response.bytes().await;
+            return Err(Failure::Status(status));
+        }
+        Ok(response)
+    }
+
+    /// Reads an order's status stream until its first terminal status (completed, failed,
+    /// cancelled), and returns the order as that event carried it.
+    pub async fn until_terminal(mut response: reqwest::Response) -> Result<OrderView, Failure> {
+        let mut buffer: Vec<u8> = Vec::new();
+        loop {
+            while let Some(end) = buffer.windows(2).position(|w| w == b"\n\n") {
+                let block: Vec<u8> = buffer.drain(..end + 2).collect();
+                if let Some(order) = terminal_order(&block)? {
+                    return Ok(order);
+                }
+            }
+            match response.chunk().await.map_err(|e| transport(&e))? {
+                Some(bytes) => buffer.extend_from_slice(&bytes),
+                // Ended without a terminal status (the service dropped the stream, or shut down).
+                None => return Err(Failure::Transport("body")),
+            }
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct EventData {
+    order: OrderView,
+}
+
+/// The order of a status event whose status is terminal; `None` for other events, comments
+/// and `retry:`.
+fn terminal_order(block: &[u8]) -> Result<Option<OrderView>, Failure> {
+    let text = std::str::from_utf8(block).map_err(|_| Failure::Transport("body"))?;
+    let Some(data) = text.lines().find_map(|l| l.strip_prefix("data: ")) else {
+        return Ok(None);
+    };
+    let event: EventData = serde_json::from_str(data).map_err(|_| Failure::Transport("body"))?;
+    Ok(matches!(
+        event.order.status.as_str(),
+        "completed" | "failed" | "cancelled"
+    )
+    .then_some(event.order))
 }

@@ -1,5 +1,6 @@
 //! `connections` mode: opens N keep-alive connections, sends one `GET /health` on each, holds
-//! them idle, and reads what they cost the service in memory.
+//! them idle, and reads what they cost the service in memory. `streams` mode does the same
+//! with N open status streams (`GET /api/orders/events`), each waiting for events.
 //!
 //! Raw TCP rather than the pooled client: a pool reuses connections, and here every connection
 //! must be a distinct, open, idle socket on the server, the way a fleet of idle clients holds them.
@@ -28,6 +29,8 @@ pub struct ConnectionsReport {
     /// Of those, how many answered a second request after the hold: still open, still served.
     pub alive_after_hold: usize,
     pub hold_secs: f64,
+    /// Status streams rather than idle keep-alive connections.
+    pub streams: bool,
     /// The service before opening any, with all of them open, and its peak so far.
     pub service_before: Option<Memory>,
     pub service_with_connections: Option<Memory>,
@@ -76,11 +79,49 @@ async fn health_on(stream: &mut TcpStream, host: &str) -> anyhow::Result<bool> {
     Ok(head.starts_with("http/1.1 200"))
 }
 
+/// Opens `GET /api/orders/events` on a fresh connection; true once the stream has begun (a 200
+/// head and the stream's first line, `retry:`). The answer is chunked and never ends, so
+/// this reads until it sees that line rather than to a length.
+async fn stream_on(stream: &mut TcpStream, host: &str, token: &str) -> anyhow::Result<bool> {
+    let request = format!(
+        "GET /api/orders/events HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\n\
+         Accept: text/event-stream\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await?;
+    let mut buf = Vec::with_capacity(512);
+    let mut chunk = [0u8; 512];
+    loop {
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            bail!("connection closed before the stream began");
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if !buf.starts_with(b"HTTP/1.1 200") && buf.len() >= 12 {
+            return Ok(false);
+        }
+        if buf.windows(6).any(|w| w == b"retry:") {
+            return Ok(true);
+        }
+    }
+}
+
+/// A stream is still open if reading it does not find its end (a heartbeat may come).
+async fn still_open(stream: &mut TcpStream) -> bool {
+    let mut chunk = [0u8; 512];
+    match tokio::time::timeout(Duration::from_millis(20), stream.read(&mut chunk)).await {
+        Ok(Ok(0)) | Ok(Err(_)) => false,
+        Ok(Ok(_)) | Err(_) => true,
+    }
+}
+
+/// Holds `count` connections (each with one `GET /health`), or with `stream_token`, `count`
+/// status streams opened with that bearer token.
 pub async fn hold(
     url: &str,
     count: usize,
     hold: Duration,
     service_pid: Option<u32>,
+    stream_token: Option<String>,
 ) -> anyhow::Result<ConnectionsReport> {
     let (host, port) = host_port(url)?;
     let service_before = service_pid.and_then(memory_of);
@@ -88,12 +129,16 @@ pub async fn hold(
     let permits = Arc::new(Semaphore::new(CONNECT_CONCURRENCY));
     let mut tasks = JoinSet::new();
     for _ in 0..count {
-        let (host, permits) = (host.clone(), permits.clone());
+        let (host, permits, token) = (host.clone(), permits.clone(), stream_token.clone());
         tasks.spawn(async move {
             let _permit = permits.acquire_owned().await.ok()?;
             let mut stream = TcpStream::connect((host.as_str(), port)).await.ok()?;
             stream.set_nodelay(true).ok()?;
-            match health_on(&mut stream, &host).await {
+            let begun = match &token {
+                Some(token) => stream_on(&mut stream, &host, token).await,
+                None => health_on(&mut stream, &host).await,
+            };
+            match begun {
                 Ok(true) => Some(stream),
                 _ => None,
             }
@@ -114,7 +159,11 @@ pub async fn hold(
 
     let mut alive_after_hold = 0;
     for stream in &mut open {
-        if matches!(health_on(stream, &host).await, Ok(true)) {
+        let alive = match stream_token {
+            Some(_) => still_open(stream).await,
+            None => matches!(health_on(stream, &host).await, Ok(true)),
+        };
+        if alive {
             alive_after_hold += 1;
         }
     }
@@ -123,6 +172,7 @@ pub async fn hold(
         opened,
         alive_after_hold,
         hold_secs: hold.as_secs_f64(),
+        streams: stream_token.is_some(),
         service_before,
         service_with_connections,
     })

@@ -28,7 +28,7 @@ use tokio::sync::watch;
 use crate::client::Api;
 use crate::report::{Report, RunInfo};
 use crate::runner::{Model, Schedule};
-use crate::scenario::{Ctx, Mix, Op, BROWSE_LIMIT};
+use crate::scenario::{Ctx, Follow, Mix, Op, BROWSE_LIMIT};
 use crate::stats::Stats;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -37,7 +37,7 @@ enum Scenario {
     Health,
     /// A random page of products, then one product by id.
     Browse,
-    /// Place an order (1-3 products), poll it until completed.
+    /// Place an order (1-3 products), follow it until completed (`--follow`).
     Order,
     /// A weighted mix (`--mix`) of the other iteration kinds.
     Mixed,
@@ -47,6 +47,9 @@ enum Scenario {
     CachedOrder,
     /// Open `--users` idle keep-alive connections and hold them for `--duration`.
     Connections,
+    /// Open `--users` status streams (`GET /api/orders/events`, as the admin) and hold them
+    /// for `--duration`: what open streams cost the service.
+    Streams,
 }
 
 /// Load generator for the order service.
@@ -85,6 +88,10 @@ struct Cli {
     /// the closed model, 64 in the open model).
     #[arg(long)]
     password_users: Option<usize>,
+    /// How an order is followed to its end: its status stream (`sse`), or polling `GET
+    /// /api/orders/{id}` (`poll`, with `--poll-interval` and `--poll-max`).
+    #[arg(long, value_enum, default_value_t = Follow::Sse)]
+    follow: Follow,
     /// First wait before polling a new order for completion; later waits grow 1.5x per poll.
     #[arg(long, default_value = "15ms", value_parser = parse_duration)]
     poll_interval: Duration,
@@ -173,6 +180,11 @@ async fn run(cli: &Cli) -> anyhow::Result<Report> {
             .map(|v| v.get_name().to_string())
             .unwrap_or_default(),
         mix: (cli.scenario == Scenario::Mixed).then(|| cli.mix.clone()),
+        follow: cli
+            .follow
+            .to_possible_value()
+            .map(|v| v.get_name().to_string())
+            .unwrap_or_default(),
         model,
         users: cli.rate.is_none().then_some(cli.users),
         rate: cli.rate,
@@ -182,12 +194,31 @@ async fn run(cli: &Cli) -> anyhow::Result<Report> {
         interrupted: false,
     };
 
-    if cli.scenario == Scenario::Connections {
+    if matches!(cli.scenario, Scenario::Connections | Scenario::Streams) {
+        let token = if cli.scenario == Scenario::Streams {
+            let api = Api::new(&cli.url, 1, cli.timeout)?;
+            let tokens = api
+                .login(&cli.admin_email, &cli.admin_password)
+                .await
+                .map_err(|f| anyhow::anyhow!("admin login for the streams: {f}"))?;
+            Some(tokens.access_token)
+        } else {
+            None
+        };
         say(
             cli,
-            &format!("opening {} keep-alive connections", cli.users),
+            &format!(
+                "opening {} {}",
+                cli.users,
+                if token.is_some() {
+                    "status streams"
+                } else {
+                    "keep-alive connections"
+                }
+            ),
         );
-        let held = connections::hold(&cli.url, cli.users, cli.duration, cli.service_pid).await?;
+        let held =
+            connections::hold(&cli.url, cli.users, cli.duration, cli.service_pid, token).await?;
         let totals = Stats::new(Instant::now(), Instant::now()).totals();
         let mut report = Report::build(run_info("connections", 0), &totals, None, false);
         report.run.users = Some(cli.users);
@@ -203,7 +234,7 @@ async fn run(cli: &Cli) -> anyhow::Result<Report> {
         Scenario::Order => Mix::only(Op::Order),
         Scenario::Login => Mix::only(Op::Login),
         Scenario::CachedOrder => Mix::only(Op::CachedOrder),
-        Scenario::Connections => unreachable!("handled above"),
+        Scenario::Connections | Scenario::Streams => unreachable!("handled above"),
     };
     let (model, pool) = match cli.rate {
         Some(rate) => (
@@ -248,6 +279,7 @@ async fn run(cli: &Cli) -> anyhow::Result<Report> {
     };
     let stats = Arc::new(Stats::new(schedule.warm_end, schedule.end));
     let ctx = Arc::new(Ctx {
+        follow: cli.follow,
         api,
         stats: stats.clone(),
         fixtures,

@@ -68,8 +68,9 @@ pub struct OrdersReport {
     pub unfinished: u64,
     /// Completion lag by the order's own clock: `updatedAt - createdAt` of the completed order.
     pub lag_us: Option<Latency>,
-    /// Completion lag as a client saw it: from the 201 to the first poll answering `completed`,
-    /// so it is coarser than the poll interval.
+    /// Completion lag as a client saw it: from the 201 to the status event saying `completed`
+    /// (`--follow sse`) or the first poll answering it (`--follow poll`, so it is coarser than
+    /// the poll interval).
     pub observed_lag_us: Option<Latency>,
 }
 
@@ -80,6 +81,8 @@ pub struct RunInfo {
     pub url: String,
     pub scenario: String,
     pub mix: Option<String>,
+    /// How orders were followed to their end: `sse` or `poll`.
+    pub follow: String,
     /// `closed` (virtual users) or `open` (fixed arrival rate).
     pub model: &'static str,
     pub users: Option<usize>,
@@ -267,7 +270,10 @@ impl Report {
             );
             for (name, lag) in [
                 ("completion lag (updatedAt - createdAt)", &o.lag_us),
-                ("completion lag (201 to poll seeing it)", &o.observed_lag_us),
+                (
+                    "completion lag (201 to client seeing it)",
+                    &o.observed_lag_us,
+                ),
             ] {
                 let _ = writeln!(out, "{name:<40}            {}", latency_cells(lag.as_ref()));
             }
@@ -293,9 +299,14 @@ impl Report {
             }
         }
         if let Some(c) = &self.connections {
+            let (what, alive) = if c.streams {
+                ("status streams", "still open")
+            } else {
+                ("connections", "still served")
+            };
             let _ = writeln!(
                 out,
-                "connections: {} requested, {} opened, {} still served after {:.1} s idle",
+                "{what}: {} requested, {} opened, {} {alive} after {:.1} s idle",
                 c.requested, c.opened, c.alive_after_hold, c.hold_secs
             );
             let mib = |m: &Option<Memory>| {
@@ -421,6 +432,7 @@ mod tests {
             url: "http://127.0.0.1:1".into(),
             scenario: "health".into(),
             mix: None,
+            follow: "sse".into(),
             model: "closed",
             users: Some(1),
             rate: None,

@@ -13,9 +13,9 @@ use rand::rngs::StdRng;
 use rand::seq::index::sample;
 use rand::Rng;
 
-use crate::client::Api;
+use crate::client::{Api, OrderView};
 use crate::setup::{Fixtures, Needs};
-use crate::stats::{Endpoint, OrderEnd, Stats};
+use crate::stats::{Endpoint, Failure, OrderEnd, Stats};
 
 /// Page size of `GET /api/products` while browsing: the service's default.
 pub const BROWSE_LIMIT: u64 = 10;
@@ -126,8 +126,18 @@ impl Mix {
     }
 }
 
+/// How an iteration learns that its order is done.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Follow {
+    /// `GET /api/orders/{id}/events`: the service pushes each status change.
+    Sse,
+    /// `GET /api/orders/{id}` again and again, waiting longer each time.
+    Poll,
+}
+
 /// What every iteration shares.
 pub struct Ctx {
+    pub follow: Follow,
     pub api: Api,
     pub stats: Arc<Stats>,
     pub fixtures: Fixtures,
@@ -209,39 +219,90 @@ async fn order(ctx: &Ctx, actor: &mut Actor<'_>, started: Instant) {
     };
     ctx.stats.order_created(actor.id, started);
 
-    // Poll until the worker is done with it. The exact lag comes from the order's own
-    // timestamps; the observed one is only as fine as the poll interval.
+    // A stream that fails (refused, dropped, cut) leaves the order to polling, as a client
+    // would fall back.
+    let streamed = match ctx.follow {
+        Follow::Sse => follow_stream(ctx, actor, token, &order.id, placed_at).await,
+        Follow::Poll => None,
+    };
+    let end = match streamed {
+        Some(end) => end,
+        None => poll(ctx, actor, token, &order.id, placed_at).await,
+    };
+    ctx.stats.order_ended(actor.id, started, end);
+}
+
+/// The end of an order as a completed, failed or cancelled order view shows it.
+fn end_of(o: &OrderView, client_lag: Duration) -> Option<OrderEnd> {
+    match o.status.as_str() {
+        "completed" => Some(OrderEnd::Completed {
+            server_lag: (o.updated_at - o.created_at).to_std().unwrap_or_default(),
+            client_lag,
+        }),
+        "failed" => Some(OrderEnd::Failed),
+        "cancelled" => Some(OrderEnd::Cancelled),
+        _ => None,
+    }
+}
+
+/// Follows the order's status stream to its end; `None` if the stream failed.
+async fn follow_stream(
+    ctx: &Ctx,
+    actor: &mut Actor<'_>,
+    token: &str,
+    id: &str,
+    placed_at: Instant,
+) -> Option<OrderEnd> {
+    let t = Instant::now();
+    let remaining = ctx.drain_deadline.saturating_duration_since(t);
+    let response = ctx.api.order_events(token, id, remaining).await;
+    let response = match response {
+        Ok(response) => {
+            ctx.stats.record(actor.id, Endpoint::OrderEvents, t, Ok(()));
+            response
+        }
+        Err(f) => {
+            ctx.stats.record(actor.id, Endpoint::OrderEvents, t, Err(f));
+            return None;
+        }
+    };
+    match Api::until_terminal(response).await {
+        Ok(o) => end_of(&o, placed_at.elapsed()),
+        Err(Failure::Transport("timeout")) => Some(OrderEnd::Unfinished),
+        Err(_) => None,
+    }
+}
+
+/// Polls until the worker is done with the order. The exact lag comes from the order's own
+/// timestamps; the observed one is only as fine as the poll interval.
+async fn poll(
+    ctx: &Ctx,
+    actor: &mut Actor<'_>,
+    token: &str,
+    id: &str,
+    placed_at: Instant,
+) -> OrderEnd {
     let mut wait = ctx.poll_interval;
-    let end = loop {
+    loop {
         tokio::time::sleep(wait).await;
         wait = wait.mul_f64(1.5).min(ctx.poll_max.max(ctx.poll_interval));
         if Instant::now() >= ctx.drain_deadline {
-            break OrderEnd::Unfinished;
+            return OrderEnd::Unfinished;
         }
         let t = Instant::now();
-        let seen = ctx.api.get_order(token, &order.id).await;
+        let seen = ctx.api.get_order(token, id).await;
         let client_lag = placed_at.elapsed();
         match seen {
             Ok(o) => {
                 ctx.stats.record(actor.id, Endpoint::GetOrder, t, Ok(()));
-                match o.status.as_str() {
-                    "completed" => {
-                        let server_lag = (o.updated_at - o.created_at).to_std().unwrap_or_default();
-                        break OrderEnd::Completed {
-                            server_lag,
-                            client_lag,
-                        };
-                    }
-                    "failed" => break OrderEnd::Failed,
-                    "cancelled" => break OrderEnd::Cancelled,
-                    _ => {}
+                if let Some(end) = end_of(&o, client_lag) {
+                    return end;
                 }
             }
             // Counted as an error; the order itself may still complete, so keep polling.
             Err(f) => ctx.stats.record(actor.id, Endpoint::GetOrder, t, Err(f)),
         }
-    };
-    ctx.stats.order_ended(actor.id, started, end);
+    }
 }
 
 #[cfg(test)]

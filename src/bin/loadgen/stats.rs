@@ -27,6 +27,8 @@ pub enum Endpoint {
     GetProduct,
     CreateOrder,
     GetOrder,
+    /// Opening an order's status stream (to its answer's head).
+    OrderEvents,
     Login,
 }
 
@@ -38,6 +40,7 @@ impl Endpoint {
             Endpoint::GetProduct => "GET /api/products/{id}",
             Endpoint::CreateOrder => "POST /api/orders",
             Endpoint::GetOrder => "GET /api/orders/{id}",
+            Endpoint::OrderEvents => "GET /api/orders/{id}/events",
             Endpoint::Login => "POST /api/auth/login",
         }
     }
@@ -50,6 +53,7 @@ impl Endpoint {
             Endpoint::GetProduct => "get_product",
             Endpoint::CreateOrder => "create_order",
             Endpoint::GetOrder => "get_order",
+            Endpoint::OrderEvents => "order_events",
             Endpoint::Login => "login",
         }
     }

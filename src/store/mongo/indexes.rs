@@ -68,6 +68,24 @@ impl MongoStore {
         // its own collection now, and an index the queries no longer use still costs every
         // order write. Gone already is fine.
         let _ = self.orders.drop_index("orders_outbox").await;
+        // Status streams' (`crate::events`): the changes since an event id, everyone's and
+        // one user's.
+        self.orders
+            .create_index(index(
+                doc! { "updatedAt": 1, "_id": 1 },
+                "orders_by_change",
+                false,
+            ))
+            .await
+            .map_err(db_error)?;
+        self.orders
+            .create_index(index(
+                doc! { "userId": 1, "updatedAt": 1, "_id": 1 },
+                "orders_by_user_change",
+                false,
+            ))
+            .await
+            .map_err(db_error)?;
         self.notifications
             .create_index(index(
                 doc! { "orderId": 1, "status": 1 },

@@ -380,6 +380,30 @@ impl Orders for MongoStore {
         };
         self.order_ids(filter, doc! { "updatedAt": 1 }, limit).await
     }
+
+    async fn orders_changed_since(
+        &self,
+        user_id: Option<Id>,
+        since: DateTime<Utc>,
+        limit: u32,
+    ) -> StoreResult<Vec<Order>> {
+        // Served by orders_by_change, or orders_by_user_change for one user's.
+        let mut filter = doc! { "updatedAt": { "$gte": bson_time(since) } };
+        if let Some(user_id) = user_id {
+            filter.insert("userId", user_id.object_id());
+        }
+        let docs: Vec<OrderDoc> = self
+            .orders
+            .find(filter)
+            .sort(doc! { "updatedAt": 1, "_id": 1 })
+            .limit(i64::from(limit))
+            .await
+            .map_err(db_error)?
+            .try_collect()
+            .await
+            .map_err(db_error)?;
+        docs.into_iter().map(order_from_doc).collect()
+    }
 }
 
 impl MongoStore {

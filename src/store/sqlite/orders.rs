@@ -321,4 +321,36 @@ impl Orders for SqliteStore {
             })
             .await
     }
+
+    async fn orders_changed_since(
+        &self,
+        user_id: Option<Id>,
+        since: DateTime<Utc>,
+        limit: u32,
+    ) -> StoreResult<Vec<Order>> {
+        self.db
+            .read(move |c| {
+                // Two statements rather than `user_id = ?1 OR ?1 IS NULL`, so each is served
+                // by its own index (orders_by_user_change, orders_by_change).
+                let mut statement = match user_id {
+                    Some(_) => c.prepare_cached(concat!(
+                        "SELECT ",
+                        order_columns!(),
+                        " FROM orders WHERE user_id = ?1 AND updated_at >= ?2 \
+                         ORDER BY updated_at, id LIMIT ?3"
+                    ))?,
+                    None => c.prepare_cached(concat!(
+                        "SELECT ",
+                        order_columns!(),
+                        " FROM orders WHERE ?1 IS NULL AND updated_at >= ?2 \
+                         ORDER BY updated_at, id LIMIT ?3"
+                    ))?,
+                };
+                let orders = statement
+                    .query_map(params![user_id, ts(since), limit], order_from_row)?
+                    .collect();
+                orders
+            })
+            .await
+    }
 }

@@ -62,6 +62,9 @@ CREATE INDEX IF NOT EXISTS orders_unenqueued ON orders (created_at)
 -- The stranded-order sweeper's: orders not yet terminal, by their last change.
 CREATE INDEX IF NOT EXISTS orders_unfinished ON orders (updated_at)
     WHERE status IN ('pending', 'processing');
+-- Status streams' (crate::events): the changes since an event id, everyone's and one user's.
+CREATE INDEX IF NOT EXISTS orders_by_change ON orders (updated_at, id);
+CREATE INDEX IF NOT EXISTS orders_by_user_change ON orders (user_id, updated_at, id);
 
 -- One row per (order, status) the customer was told about: the primary key is the claim.
 CREATE TABLE IF NOT EXISTS order_notifications (

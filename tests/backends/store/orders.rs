@@ -510,7 +510,67 @@ async fn stuck_orders_are_the_unfinished_ones_unchanged_since_the_bound(stores: 
         .is_empty());
 }
 
+async fn changes_since_are_listed_oldest_change_first_per_user_or_for_all(stores: Stores) {
+    let p = product(&stores, "a", 10).await;
+    let start = now() - TimeDelta::minutes(5);
+    let (ann, bob) = (Id::new(), Id::new());
+    let early = order_for(ann, &[(&p, 1)], start);
+    let bobs = order_for(bob, &[(&p, 1)], start + TimeDelta::seconds(1));
+    let later = order_for(ann, &[(&p, 1)], start + TimeDelta::seconds(2));
+    for o in [&early, &bobs, &later] {
+        stores.orders.insert_order(o).await.unwrap();
+    }
+    // The earliest order changes last: it moves to the end.
+    let moved_at = start + TimeDelta::seconds(3);
+    let early = moved(
+        stores
+            .orders
+            .transition_order(
+                early.id,
+                OrderStatus::Pending,
+                OrderStatus::Processing,
+                None,
+                moved_at,
+            )
+            .await
+            .unwrap(),
+    );
+    assert_eq!(early.updated_at, moved_at);
+    let ids = |orders: Vec<Order>| orders.into_iter().map(|o| o.id).collect::<Vec<_>>();
+    let changes = |user, since, limit| {
+        let stores = stores.clone();
+        async move {
+            stores
+                .orders
+                .orders_changed_since(user, since, limit)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(
+        ids(changes(None, start, 10).await),
+        vec![bobs.id, later.id, early.id],
+        "everyone's, oldest change first"
+    );
+    assert_eq!(
+        ids(changes(Some(ann), start, 10).await),
+        vec![later.id, early.id]
+    );
+    // `since` is inclusive: a reader that resumes at a change sees it again, never misses it.
+    assert_eq!(
+        ids(changes(Some(ann), start + TimeDelta::seconds(2), 10).await),
+        vec![later.id, early.id]
+    );
+    assert_eq!(ids(changes(None, start, 1).await), vec![bobs.id]);
+    let read_back = changes(Some(ann), moved_at, 10).await;
+    assert_eq!(read_back, vec![early], "each order as it is now");
+    assert!(changes(None, moved_at + TimeDelta::milliseconds(1), 10)
+        .await
+        .is_empty());
+}
+
 contract_tests! {
+    changes_since_are_listed_oldest_change_first_per_user_or_for_all,
     orders_round_trip_and_list_newest_first,
     transitions_are_conditional,
     a_cancelled_order_gives_its_stock_back_once,
