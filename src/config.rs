@@ -2,6 +2,9 @@
 //! we replace, so its `.env` files work unchanged; a few of our own are added (documented in
 //! `.env.example`). Every value is parsed once, at start: a bad one stops the process with a
 //! message naming the variable and what it expects.
+//!
+//! A little over 600 lines on purpose: being the one file that names every variable is what
+//! makes it the place to look, and a hundred of the lines are its tests.
 
 use std::fmt;
 use std::path::PathBuf;

@@ -261,6 +261,26 @@ where
     Ok((items, total))
 }
 
+/// At most `limit` documents that `filter` selects, in `sort` order, in one `find`.
+async fn find_sorted<D>(
+    coll: &Collection<D>,
+    filter: Document,
+    sort: Document,
+    limit: u32,
+) -> StoreResult<Vec<D>>
+where
+    D: DeserializeOwned + Send + Sync,
+{
+    coll.find(filter)
+        .sort(sort)
+        .limit(i64::from(limit))
+        .await
+        .map_err(db_error)?
+        .try_collect()
+        .await
+        .map_err(db_error)
+}
+
 /// The documents with these ids, by id, in one `find` (ids not found are simply absent).
 async fn find_by_ids<D>(
     coll: &Collection<D>,

@@ -258,16 +258,13 @@ impl MongoStore {
         stale_before: DateTime<Utc>,
         limit: u32,
     ) -> StoreResult<Vec<(Id, OrderStatus)>> {
-        let docs: Vec<ClaimDoc> = self
-            .claims()
-            .find(doc! { "sent": false, "claimedAt": { "$lt": bson_time(stale_before) } })
-            .sort(doc! { "claimedAt": 1 })
-            .limit(i64::from(limit))
-            .await
-            .map_err(db_error)?
-            .try_collect()
-            .await
-            .map_err(db_error)?;
+        let docs = super::find_sorted(
+            self.claims(),
+            doc! { "sent": false, "claimedAt": { "$lt": bson_time(stale_before) } },
+            doc! { "claimedAt": 1 },
+            limit,
+        )
+        .await?;
         Ok(docs
             .into_iter()
             .filter_map(|d| {

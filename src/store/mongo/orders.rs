@@ -18,7 +18,7 @@ use super::bulk::insert_many_outcomes;
 use super::documents::*;
 use super::errors::command_code;
 use super::errors::db_error;
-use super::{find_page, MongoStore};
+use super::{find_page, find_sorted, MongoStore};
 use crate::domain::{Id, Order, OrderStatus, PageRequest};
 use crate::error::BackendError;
 use crate::store::{Orders, StoreResult, TransitionOutcome};
@@ -336,16 +336,13 @@ impl Orders for MongoStore {
 
     async fn unenqueued_orders(&self, before: DateTime<Utc>, limit: u32) -> StoreResult<Vec<Id>> {
         loop {
-            let entries: Vec<OutboxDoc> = self
-                .outbox
-                .find(doc! { "createdAt": { "$lt": bson_time(before) } })
-                .sort(doc! { "createdAt": 1 })
-                .limit(i64::from(limit))
-                .await
-                .map_err(db_error)?
-                .try_collect()
-                .await
-                .map_err(db_error)?;
+            let entries = find_sorted(
+                &self.outbox,
+                doc! { "createdAt": { "$lt": bson_time(before) } },
+                doc! { "createdAt": 1 },
+                limit,
+            )
+            .await?;
             let full_page = entries.len() == limit as usize;
             let ids: Vec<ObjectId> = entries.iter().map(|e| e.order_id).collect();
             let pending = self.pending_among(&ids).await?;
@@ -392,16 +389,13 @@ impl Orders for MongoStore {
         if let Some(user_id) = user_id {
             filter.insert("userId", user_id.object_id());
         }
-        let docs: Vec<OrderDoc> = self
-            .orders
-            .find(filter)
-            .sort(doc! { "updatedAt": 1, "_id": 1 })
-            .limit(i64::from(limit))
-            .await
-            .map_err(db_error)?
-            .try_collect()
-            .await
-            .map_err(db_error)?;
+        let docs = find_sorted(
+            &self.orders,
+            filter,
+            doc! { "updatedAt": 1, "_id": 1 },
+            limit,
+        )
+        .await?;
         docs.into_iter().map(order_from_doc).collect()
     }
 }
