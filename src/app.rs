@@ -12,6 +12,7 @@ use actix_web::{web, App, HttpServer};
 use crate::actors::admission::Admission;
 use crate::actors::auth::{start_password_hasher, AuthActor};
 use crate::actors::enqueued_marks::EnqueuedMarks;
+use crate::actors::holds::HoldClears;
 use crate::actors::inventory::InventoryActor;
 use crate::actors::mailer::MailerActor;
 use crate::actors::order::OrderActor;
@@ -166,8 +167,13 @@ pub async fn run(config: Config, role: Role) -> anyhow::Result<()> {
     // Each actor gets its own arbiter (thread), so one busy actor does not slow the others.
     let inventory = {
         let catalogue = backends.stores.catalogue.clone();
+        let holds = HoldClears::start(catalogue.clone());
+        let (hold_expiry, sweeping) = (config.stock_hold_expiry, Arc::new(AtomicBool::new(false)));
         Supervisor::start_in_arbiter(&Arbiter::new().handle(), move |_| InventoryActor {
-            catalogue,
+            catalogue: catalogue.clone(),
+            holds: holds.clone(),
+            hold_expiry,
+            sweeping: sweeping.clone(),
         })
     };
     let mailer = {

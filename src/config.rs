@@ -164,6 +164,9 @@ pub struct Config {
     pub max_orders_in_flight: usize,
     /// Orders waiting in the queue past which creations are shed with 503 `overloaded`; 0 off.
     pub max_queue_backlog: u64,
+    /// A stock hold this old whose order was never stored is given back (`STOCK_HOLD_EXPIRY`):
+    /// well past `BACKEND_TIMEOUT`, so no order insert is still in flight under it.
+    pub stock_hold_expiry: Duration,
     /// OTLP trace export, when `OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT` is set.
     pub trace_export: Option<crate::telemetry::settings::TraceExport>,
     /// Bound on every backend call (`BACKEND_TIMEOUT`, see `deadline`).
@@ -344,6 +347,14 @@ impl Config {
                 "a whole number",
             ),
         };
+        let stock_hold_expiry = r.duration("STOCK_HOLD_EXPIRY", Duration::from_secs(120));
+        if stock_hold_expiry < backend_timeout * 3 {
+            r.errors.push(
+                "STOCK_HOLD_EXPIRY: expected at least three times BACKEND_TIMEOUT, so that no \
+                 write is still in flight when a hold is given back"
+                    .into(),
+            );
+        }
         let max_orders_in_flight =
             r.parse("MAX_ORDERS_IN_FLIGHT", 1024usize, "a whole number from 1");
         if max_orders_in_flight == 0 {
@@ -419,6 +430,7 @@ impl Config {
             trust_proxy_hops,
             max_orders_in_flight,
             max_queue_backlog,
+            stock_hold_expiry,
             backend_timeout,
             email,
             retention,

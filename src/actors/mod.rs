@@ -9,6 +9,7 @@ pub mod admission;
 pub mod auth;
 pub mod backlog;
 pub mod enqueued_marks;
+pub mod holds;
 pub mod inventory;
 pub mod mailer;
 pub mod order;

@@ -4,6 +4,7 @@ use actix::Message;
 
 use crate::domain::{Id, NewProduct, OrderLine, Page, PageRequest, Product, ProductPatch};
 use crate::error::AppError;
+use crate::store::Hold;
 
 #[derive(Message)]
 #[rtype(result = "Result<Page<Product>, AppError>")]
@@ -36,11 +37,23 @@ pub struct UpdateProduct {
 #[rtype(result = "Result<Vec<(Product, OrderLine)>, AppError>")]
 pub struct ReserveStock {
     pub lines: Vec<OrderLine>,
+    /// Recorded on every product taken from, so the stock is recognisable by its order.
+    pub hold: Hold,
 }
 
-/// Gives back stock reserved for an order that was never stored (compensation).
+/// Gives back what `hold` took for an order that will not be stored (compensation).
 #[derive(Message)]
 #[rtype(result = "Result<(), AppError>")]
 pub struct ReleaseStock {
+    pub lines: Vec<OrderLine>,
+    pub hold: Hold,
+}
+
+/// The order of `hold` is stored: its hold is forgotten, in the background and batched with
+/// others (the stock stays taken).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ClearHold {
+    pub hold: Hold,
     pub lines: Vec<OrderLine>,
 }

@@ -15,13 +15,14 @@ use super::{
 };
 
 /// Every `(backend, operation)` pair the service counts calls of.
-pub const BACKEND_CALLS: [(&str, &str); 34] = [
+pub const BACKEND_CALLS: [(&str, &str); 36] = [
     ("mailer", "send"),
     ("queue", "delete"),
     ("queue", "depth"),
     ("queue", "extend_visibility"),
     ("queue", "send"),
     ("store", "claim_notifications"),
+    ("store", "clear_holds"),
     ("store", "find_order"),
     ("store", "find_product"),
     ("store", "find_session"),
@@ -45,6 +46,7 @@ pub const BACKEND_CALLS: [(&str, &str); 34] = [
     ("store", "rotate_session"),
     ("store", "save_idempotency"),
     ("store", "stuck_orders"),
+    ("store", "sweep_holds"),
     ("store", "transition_order"),
     ("store", "transition_orders"),
     ("store", "unenqueued_orders"),

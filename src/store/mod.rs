@@ -48,7 +48,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 pub use accounts::{Accounts, RotateOutcome, Session};
-pub use catalogue::{Catalogue, ReserveOutcome};
+pub use catalogue::{Catalogue, Hold, HoldSweep, ReserveOutcome};
 pub use idempotency::{Idempotency, IdempotencyRecord};
 pub use orders::{Orders, TransitionOutcome};
 pub use retention::{Purged, Retention};

@@ -1,5 +1,16 @@
 //! Placing an order: reserve its stock, store it, queue it; and the `Idempotency-Key` path
 //! that makes a retried or doubled request converge on one order.
+//!
+//! The reservation is made under a hold (`crate::store::Hold`) that names the order, so its
+//! stock is never held by nobody: once the order is stored the hold is forgotten (in the
+//! background); when the order is known not stored (an idempotency twin stored it first) the
+//! hold is given back at once; and in every case in between (a reservation or an insert whose
+//! reply was lost, a process killed half-way) nothing is given back here, and the hold sweeper
+//! (`crate::actors::holds`) decides once any write still in flight has landed: the order
+//! stored with this hold (its `createdAt` is the hold's time), the hold is forgotten; not
+//! stored, or stored by another attempt (a retry with the same `Idempotency-Key`), its stock
+//! goes back. So a lost reply can not leak stock, and an insert that lands late can not find
+//! its stock given back.
 
 use std::time::Duration;
 
@@ -8,24 +19,11 @@ use crate::actors::ask;
 use crate::actors::inventory;
 use crate::domain::{Id, Order, OrderItem, OrderLine};
 use crate::error::{AppError, BackendError};
-use crate::messages::inventory::{ReleaseStock, ReserveStock};
+use crate::messages::inventory::{ClearHold, ReleaseStock, ReserveStock};
 use crate::messages::order::{CreateOrder, IdempotencyKey, PlacedOrder};
 use crate::metrics::*;
 use crate::queue::OrderMessage;
-use crate::store::IdempotencyRecord;
-
-/// Pauses before each new look at an order whose insert outcome is unknown: some 10 minutes in
-/// all, to ride out an outage of the store.
-const SETTLE_PAUSES: [Duration; 8] = [
-    Duration::from_secs(1),
-    Duration::from_secs(2),
-    Duration::from_secs(5),
-    Duration::from_secs(10),
-    Duration::from_secs(30),
-    Duration::from_secs(60),
-    Duration::from_secs(180),
-    Duration::from_secs(300),
-];
+use crate::store::{Hold, IdempotencyRecord};
 
 /// How long a retry waits for the order of its idempotency key to appear before placing it itself.
 const IDEMPOTENT_WAIT: Duration = Duration::from_secs(5);
@@ -127,11 +125,14 @@ impl OrderActor {
         msg: CreateOrder,
         order_id: Id,
     ) -> Result<PlacedOrder, AppError> {
+        // On an error nothing is known of what the reservation took; the hold sweeper is.
+        let hold = Hold::new(order_id);
         let reserved = ask(
             inventory::NAME,
             &self.inventory,
             ReserveStock {
                 lines: msg.lines.clone(),
+                hold,
             },
         )
         .await?;
@@ -146,15 +147,20 @@ impl OrderActor {
             items,
             msg.shipping_address,
             msg.payment_method,
-            crate::domain::now(),
+            // The hold's time, so that the stored order names the reservation it was placed
+            // with: the sweeper tells a stored order's hold from a failed attempt's by it.
+            hold.at,
         );
         order.id = order_id;
         match backend_call("store", "insert_order", self.orders.insert_order(&order)).await {
             Ok(()) => {}
             Err(BackendError::Duplicate) => {
                 // A concurrent request with the same idempotency key stored it first: our
-                // reservation is a second one, held by no order, so it goes back.
-                self.release(msg.lines, order.id).await;
+                // reservation is a second one, held by no order, so it goes back (without
+                // holding up the answer).
+                let this = self.clone();
+                let lines = msg.lines.clone();
+                actix::spawn(async move { this.release(lines, hold).await });
                 if let Some(existing) =
                     backend_call("store", "find_order", self.orders.find_order(order_id)).await?
                 {
@@ -165,21 +171,22 @@ impl OrderActor {
                 }
                 return Err(BackendError::Duplicate.into());
             }
-            Err(e) => match self.settle_ambiguous_insert(&order).await {
+            Err(e) => {
+                if self.settle_ambiguous_insert(&order).await != Some(true) {
+                    // Not stored, or not known: the insert may still land (a write cut by the
+                    // timeout can), so the stock stays held; the hold sweeper gives it back
+                    // only once the order is past landing and still absent.
+                    tracing::warn!(error = %e, order_id = %order.id, "the order's insert failed; its stock stays held until the hold sweeper looks");
+                    return Err(e.into());
+                }
                 // Applied after all (its reply was lost): the order is placed, stock and all.
-                Some(true) => {
-                    tracing::warn!(error = %e, order_id = %order.id, "the order's insert reported an error but was applied")
-                }
-                Some(false) => {
-                    self.release(msg.lines, order.id).await;
-                    return Err(e.into());
-                }
-                None => {
-                    self.settle_later(order.id, msg.lines);
-                    return Err(e.into());
-                }
-            },
+                tracing::warn!(error = %e, order_id = %order.id, "the order's insert reported an error but was applied")
+            }
         }
+        self.inventory.do_send(ClearHold {
+            hold,
+            lines: msg.lines.clone(),
+        });
         metrics::counter!(ORDERS_CREATED_TOTAL).increment(1);
         tracing::info!(order_id = %order.id, total = order.total_amount.value(), "order placed");
         self.events.publish(&order);
@@ -208,34 +215,17 @@ impl OrderActor {
             .map(|found| found.is_some())
     }
 
-    /// The store could not say whether the order was stored: its stock stays reserved until
-    /// it can. Asked again with growing pauses (well past any write still in flight); found,
-    /// the order is left to the outbox like any unqueued order; absent, its stock goes back.
-    fn settle_later(&self, order_id: Id, lines: Vec<OrderLine>) {
-        let this = self.clone();
-        actix::spawn(async move {
-            for pause in SETTLE_PAUSES {
-                tokio::time::sleep(pause).await;
-                match backend_call("store", "find_order", this.orders.find_order(order_id)).await {
-                    Ok(Some(_)) => {
-                        tracing::warn!(%order_id, "an order answered 503 was stored after all; the outbox sends it");
-                        return;
-                    }
-                    Ok(None) => {
-                        this.release(lines, order_id).await;
-                        return;
-                    }
-                    Err(_) => continue,
-                }
-            }
-            tracing::error!(%order_id, "could not learn whether an order was stored; its stock stays reserved");
-        });
-    }
-
-    /// Gives back the stock of an order that was not stored.
-    async fn release(&self, lines: Vec<OrderLine>, order_id: Id) {
-        if let Err(e) = ask(inventory::NAME, &self.inventory, ReleaseStock { lines }).await {
-            tracing::error!(error = %e, %order_id, "could not return stock of an unsaved order");
+    /// Gives back the stock of a reservation whose order is someone else's (a twin stored it
+    /// first); if that fails, the hold sweeper gives it back later.
+    async fn release(&self, lines: Vec<OrderLine>, hold: Hold) {
+        if let Err(e) = ask(
+            inventory::NAME,
+            &self.inventory,
+            ReleaseStock { lines, hold },
+        )
+        .await
+        {
+            tracing::warn!(error = %e, order_id = %hold.order_id, "could not return the stock of a second reservation; the hold sweeper will");
         }
     }
 

@@ -1,6 +1,7 @@
 //! Products and stock on MongoDB: reservations with conditional decrements (all the lines of
-//! an order in one write), and compensation when a line can not be taken (see the module
-//! comment of `super`).
+//! an order in one write), each recording its hold on the product in the same update (see
+//! `holds`), and compensation when a line can not be taken (see the module comment of
+//! `super`). Every give-back goes through the hold, so it happens at most once per line.
 
 use std::collections::HashMap;
 
@@ -14,11 +15,11 @@ use bson::{doc, Document};
 use super::bulk::UpdateReply;
 use super::documents::*;
 use super::errors::{db_error, BACKEND, DUPLICATE_KEY};
-use super::{find_page, MongoStore};
+use super::{find_page, holds, MongoStore};
 use crate::domain::{Id, NewProduct, OrderLine, PageRequest, Product, ProductPatch};
 use crate::error::BackendError;
 use crate::error::Shortage;
-use crate::store::{Catalogue, ReserveOutcome, StoreResult};
+use crate::store::{Catalogue, Hold, HoldSweep, ReserveOutcome, StoreResult};
 
 /// How often a reservation that lost a race (it failed, yet stock was there when it looked) is
 /// tried again before answering `Insufficient`. Each retry only happens after a real conflict,
@@ -34,42 +35,6 @@ impl MongoStore {
             .collect()
     }
 
-    /// Adds quantities back to stock: the compensation of a reservation, and the release of
-    /// an unsaved order's stock. One `update` command with a statement per line, unordered, so
-    /// every line is tried even after one fails, and the log names what could not go back.
-    async fn give_back(&self, taken: &[(ObjectId, i64)]) -> StoreResult<()> {
-        if taken.is_empty() {
-            return Ok(());
-        }
-        let updates: Vec<Document> = taken
-            .iter()
-            .map(|&(id, qty)| doc! { "q": { "_id": id }, "u": { "$inc": { "stock": qty } } })
-            .collect();
-        let command = doc! { "update": self.products.name(), "updates": updates, "ordered": false };
-        let outcome = match self.write(self.db.run_command(command)).await {
-            Ok(reply) => UpdateReply::parse(&reply).and_then(|r| {
-                if r.refused.is_empty() && r.matched == taken.len() as i64 {
-                    Ok(())
-                } else {
-                    Err(BackendError::other(
-                        BACKEND,
-                        format!("{} of {} lines given back", r.matched, taken.len()),
-                    ))
-                }
-            }),
-            Err(e) => Err(db_error(e)),
-        };
-        if let Err(e) = &outcome {
-            tracing::error!(
-                lines = ?taken,
-                error = %e,
-                "could not give all reserved stock back; the products' stock may be too low by \
-                 these quantities"
-            );
-        }
-        outcome
-    }
-
     /// A multi-line reservation in one write: one `update` command whose ordered statements
     /// are each a conditional decrement with `upsert`. A line that can not be taken matches
     /// nothing, so its upsert tries to insert the product's `_id` again and fails as a duplicate
@@ -81,6 +46,7 @@ impl MongoStore {
     async fn try_reserve_together(
         &self,
         wanted: &[(ObjectId, i64)],
+        hold: &Hold,
     ) -> StoreResult<Option<Vec<Product>>> {
         let ids: Vec<ObjectId> = wanted.iter().map(|(id, _)| *id).collect();
         let mut found = self.find_products(&ids).await?;
@@ -95,14 +61,17 @@ impl MongoStore {
             .map(|&(id, qty)| {
                 doc! {
                     "q": { "_id": id, "stock": { "$gte": qty } },
-                    "u": { "$inc": { "stock": -qty } },
+                    "u": {
+                        "$inc": { "stock": -qty },
+                        "$push": { holds::FIELD: holds::entry(hold, qty) },
+                    },
                     "upsert": true,
                 }
             })
             .collect();
         let command = doc! { "update": self.products.name(), "updates": updates, "ordered": true };
-        // Unknown whether any decrement happened when the reply is lost: only known ones can be
-        // given back, so a lost reply leaves stock too low, never too high.
+        // Unknown whether any decrement happened when the reply is lost: each that did carries
+        // the hold, and the hold sweeper gives it back once the order is known not stored.
         let reply = self
             .write(self.db.run_command(command))
             .await
@@ -115,8 +84,10 @@ impl MongoStore {
                     .collect(),
             ));
         };
+        // Given back through the hold, so only lines really taken come back, whatever the reply
+        // says of where the statements stopped.
         let taken = &wanted[..refused_at.min(wanted.len())];
-        self.give_back(taken).await?;
+        self.give_back_held(hold, taken).await?;
         if code == DUPLICATE_KEY {
             Ok(None)
         } else {
@@ -130,40 +101,41 @@ impl MongoStore {
     /// One pass over the lines: takes each with a conditional decrement. Returns the products as
     /// they were before their decrement, or, at the first line that can not be taken, gives the
     /// taken lines back and returns `None`.
-    async fn try_reserve(&self, wanted: &[(ObjectId, i64)]) -> StoreResult<Option<Vec<Product>>> {
-        let mut taken: Vec<(ObjectId, i64)> = Vec::with_capacity(wanted.len());
+    async fn try_reserve(
+        &self,
+        wanted: &[(ObjectId, i64)],
+        hold: &Hold,
+    ) -> StoreResult<Option<Vec<Product>>> {
         let mut before = Vec::with_capacity(wanted.len());
-        for &(id, qty) in wanted {
+        for (i, &(id, qty)) in wanted.iter().enumerate() {
             let result = self
                 .write(
                     self.products
                         .find_one_and_update(
                             doc! { "_id": id, "stock": { "$gte": qty } },
-                            doc! { "$inc": { "stock": -qty } },
+                            doc! {
+                                "$inc": { "stock": -qty },
+                                "$push": { holds::FIELD: holds::entry(hold, qty) },
+                            },
                         )
                         .return_document(ReturnDocument::Before),
                 )
                 .await;
             let taken_now = match result {
-                Ok(Some(doc)) => {
-                    taken.push((id, qty));
-                    product_from_doc(doc)
-                }
+                Ok(Some(doc)) => product_from_doc(doc),
                 Ok(None) => {
-                    self.give_back(&taken).await?;
+                    self.give_back_held(hold, &wanted[..i]).await?;
                     return Ok(None);
                 }
-                // Unknown whether this decrement happened (the reply may be what was lost):
-                // only the known ones can be given back. A lost reply leaves stock too low,
-                // never too high.
+                // Unknown whether this decrement happened (the reply may be what was lost): it
+                // is given back with the others only if its hold is on the product, and if
+                // that fails too, the hold sweeper gives back whatever the hold took.
                 Err(e) => Err(db_error(e)),
             };
             match taken_now {
                 Ok(product) => before.push(product),
                 Err(e) => {
-                    if let Err(g) = self.give_back(&taken).await {
-                        tracing::error!(error = %g, "compensation of a failed reservation failed");
-                    }
+                    let _ = self.give_back_held(hold, &wanted[..=i]).await;
                     return Err(e);
                 }
             }
@@ -247,7 +219,7 @@ impl Catalogue for MongoStore {
         .transpose()
     }
 
-    async fn reserve_stock(&self, lines: &[OrderLine]) -> StoreResult<ReserveOutcome> {
+    async fn reserve_stock(&self, lines: &[OrderLine], hold: &Hold) -> StoreResult<ReserveOutcome> {
         let wanted = order_line_quantities(lines);
         let ids: Vec<ObjectId> = wanted.iter().map(|(id, _)| *id).collect();
         // Taken in one global order (by id), as locks are, so that two reservations wanting the
@@ -262,9 +234,9 @@ impl Catalogue for MongoStore {
             // its ordered multi-statement update did not stop where its reply said, so the
             // lines given back were not exactly the lines taken.
             let taken = if take_order.len() == 1 || self.serialises_writes() {
-                self.try_reserve(&take_order).await?
+                self.try_reserve(&take_order, hold).await?
             } else {
-                self.try_reserve_together(&take_order).await?
+                self.try_reserve_together(&take_order, hold).await?
             };
             if let Some(before) = taken {
                 // One entry per requested line, as the embedded store answers, with the product
@@ -329,10 +301,23 @@ impl Catalogue for MongoStore {
         Ok(ReserveOutcome::Insufficient(shortages))
     }
 
-    async fn release_stock(&self, lines: &[OrderLine]) -> StoreResult<()> {
-        // Not all-or-none as in SQLite: each line is its own statement of one command.
-        // `give_back` still tries every line, so a failure leaves as little as possible
-        // unreleased, and says which.
-        self.give_back(&order_line_quantities(lines)).await
+    async fn release_stock(&self, lines: &[OrderLine], hold: &Hold) -> StoreResult<()> {
+        // Each line is its own statement of one unordered command, so every line is tried; a
+        // line not given back keeps its hold, and the sweeper finishes it.
+        self.give_back_held(hold, &order_line_quantities(lines))
+            .await
+            .map(|_| ())
+    }
+
+    async fn clear_holds(&self, held: &[(Hold, Vec<OrderLine>)]) -> StoreResult<()> {
+        let held: Vec<(Hold, Vec<(ObjectId, i64)>)> = held
+            .iter()
+            .map(|(hold, lines)| (*hold, order_line_quantities(lines)))
+            .collect();
+        self.clear_held(&held).await
+    }
+
+    async fn sweep_holds(&self, before: DateTime<Utc>, limit: u32) -> StoreResult<HoldSweep> {
+        self.sweep_stale_holds(before, limit).await
     }
 }

@@ -45,6 +45,12 @@ impl MongoStore {
             ))
             .await
             .map_err(db_error)?;
+        // The hold sweeper's range over the entries' times (see `holds`): only products with a
+        // stale hold are read. Multikey; holds live for a batch, so it stays small.
+        self.products
+            .create_index(index(doc! { "holds": 1 }, "products_holds", false))
+            .await
+            .map_err(db_error)?;
         self.orders
             .create_index(index(
                 doc! { "userId": 1, "createdAt": -1, "_id": -1 },

@@ -53,6 +53,7 @@ mod catalogue;
 mod command_counter;
 mod documents;
 mod errors;
+mod holds;
 mod idempotency;
 mod indexes;
 mod insert_batcher;

@@ -1,15 +1,16 @@
 //! Products and stock on SQLite. A reservation is one write transaction, which holds the
-//! write lock from its first statement: the stock it checks is the stock it decrements.
+//! write lock from its first statement: the stock it checks is the stock it decrements, and
+//! the hold it records (`holds`) is committed with the decrement or not at all.
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use super::rows::{sql_count, ts, Ts};
-use super::SqliteStore;
+use super::{holds, SqliteStore};
 use crate::domain::{Cents, Id, NewProduct, OrderLine, PageRequest, Product, ProductPatch};
 use crate::error::Shortage;
-use crate::store::{Catalogue, ReserveOutcome, StoreResult};
+use crate::store::{Catalogue, Hold, HoldSweep, ReserveOutcome, StoreResult};
 
 // Column list, spelled once so the queries and the row reader agree on the order.
 macro_rules! product_columns {
@@ -142,8 +143,9 @@ impl Catalogue for SqliteStore {
             .await
     }
 
-    async fn reserve_stock(&self, lines: &[OrderLine]) -> StoreResult<ReserveOutcome> {
+    async fn reserve_stock(&self, lines: &[OrderLine], hold: &Hold) -> StoreResult<ReserveOutcome> {
         let lines = lines.to_vec();
+        let hold = *hold;
         self.db
             .write(move |c| {
                 // The transaction holds the write lock from its first statement, so the stock
@@ -190,6 +192,7 @@ impl Catalogue for SqliteStore {
                 let mut reserved = Vec::with_capacity(lines.len());
                 for line in lines {
                     take.execute(params![line.quantity.get(), line.product_id])?;
+                    holds::record(c, &hold, line.product_id, line.quantity.get())?;
                     let before = products.iter().find(|p| p.id == line.product_id).cloned();
                     reserved.push((before.expect("every product was loaded above"), line));
                 }
@@ -198,17 +201,21 @@ impl Catalogue for SqliteStore {
             .await
     }
 
-    async fn release_stock(&self, lines: &[OrderLine]) -> StoreResult<()> {
-        let lines = lines.to_vec();
+    async fn release_stock(&self, lines: &[OrderLine], hold: &Hold) -> StoreResult<()> {
+        let (lines, hold) = (lines.to_vec(), *hold);
+        // One transaction, so a compensation is never half applied; through the hold, so it
+        // is never applied twice.
         self.db
-            .write(move |c| {
-                // One transaction, so a compensation is never half applied.
-                let mut give_back = c.prepare_cached(GIVE_BACK_STOCK)?;
-                for line in lines {
-                    give_back.execute(params![line.quantity.get(), line.product_id])?;
-                }
-                Ok(())
-            })
+            .write(move |c| holds::release(c, &hold, &lines))
             .await
+    }
+
+    async fn clear_holds(&self, held: &[(Hold, Vec<OrderLine>)]) -> StoreResult<()> {
+        let holds: Vec<Hold> = held.iter().map(|(hold, _)| *hold).collect();
+        self.db.write(move |c| holds::clear(c, &holds)).await
+    }
+
+    async fn sweep_holds(&self, before: DateTime<Utc>, limit: u32) -> StoreResult<HoldSweep> {
+        self.db.write(move |c| holds::sweep(c, before, limit)).await
     }
 }

@@ -35,6 +35,7 @@ mod accounts;
 mod catalogue;
 mod db;
 mod group_commit;
+mod holds;
 mod idempotency;
 mod notifications;
 mod orders;
@@ -178,7 +179,10 @@ mod tests {
                 } else {
                     second.clone()
                 };
-                tokio::spawn(async move { store.reserve_stock(&[one]).await.unwrap() })
+                tokio::spawn(async move {
+                    let hold = crate::store::Hold::new(crate::domain::Id::new());
+                    store.reserve_stock(&[one], &hold).await.unwrap()
+                })
             })
             .collect();
         let mut reserved = 0;

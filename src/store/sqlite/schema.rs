@@ -134,6 +134,21 @@ CREATE INDEX IF NOT EXISTS sessions_by_expiry ON sessions (expires_at);
 -- An admin's look through the orders in one status, newest first.
 CREATE INDEX IF NOT EXISTS orders_by_status ON orders (status, created_at DESC, id DESC);
 "#,
+    // Stock holds: what each reservation took, per product, written in the reservation's own
+    // transaction and deleted once its order is stored, so stock whose order never got stored
+    // (a process killed between the two writes, a reservation cut by the timeout) is found
+    // and given back by the hold sweeper.
+    r#"
+CREATE TABLE IF NOT EXISTS stock_holds (
+    hold_id    TEXT NOT NULL,
+    product_id TEXT NOT NULL,
+    order_id   TEXT NOT NULL,
+    quantity   INTEGER NOT NULL CHECK (quantity > 0),
+    held_at    TEXT NOT NULL,
+    PRIMARY KEY (hold_id, product_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS stock_holds_by_age ON stock_holds (held_at);
+"#,
 ];
 
 pub(super) fn migrate(conn: &mut Connection) -> Result<(), BackendError> {

@@ -154,6 +154,10 @@ async fn service_env(real: &RealBackends, toxiproxy: &Toxiproxy) -> ServerEnv {
         // production defaults (10 min, 5 min) are past the checker's wait.
         ("ORDER_STUCK_AFTER", "10s"),
         ("EMAIL_RESEND_AFTER", "15s"),
+        // The hold sweeper's bound (2 min by default): past the longest fault (6 s) and pause
+        // (4 s) plus `BACKEND_TIMEOUT`, so no order insert is still in flight under a hold it
+        // gives back, and well within the checker's wait.
+        ("STOCK_HOLD_EXPIRY", "15s"),
     ]);
     let proxied = |port: u16| format!("127.0.0.1:{port}");
     for (k, v) in real.env() {

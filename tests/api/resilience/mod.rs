@@ -25,7 +25,9 @@ mod backlog;
 mod black_holes;
 mod contention;
 mod crashes;
+mod email_marks;
 mod emails;
+mod holds;
 mod idempotency;
 mod outages;
 mod readiness;
@@ -78,6 +80,17 @@ fn email_files_of(env: &ServerEnv, order_id: &str) -> Vec<String> {
         .collect();
     files.sort();
     files
+}
+
+/// Waits until `proxy` has seen a request carrying the pattern it counts.
+async fn wait_until_seen(proxy: &crate::harness::support::blackhole::BlackHoleProxy, what: &str) {
+    poll_until(ORDER_DEADLINE, what, || async {
+        match proxy.counted() {
+            0 => Err("not seen yet".to_string()),
+            _ => Ok(()),
+        }
+    })
+    .await;
 }
 
 /// Waits until the embedded queue holds no message, visible or in flight.

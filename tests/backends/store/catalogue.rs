@@ -6,7 +6,7 @@ use order_service::domain::{Cents, Id, NewProduct, Product, ProductPatch};
 use order_service::error::{BackendError, Shortage};
 use order_service::store::{ReserveOutcome, Stores};
 
-use super::{line, now, page, product, product_at, stock};
+use super::{hold, line, now, page, product, product_at, stock};
 
 async fn products_round_trip_and_page_stably(stores: Stores) {
     let start = now();
@@ -144,7 +144,7 @@ async fn reservations_take_every_line(stores: Stores) {
     let b = product(&stores, "b", 3).await;
     let outcome = stores
         .catalogue
-        .reserve_stock(&[line(a.id, 2), line(b.id, 3)])
+        .reserve_stock(&[line(a.id, 2), line(b.id, 3)], &hold())
         .await
         .unwrap();
     let ReserveOutcome::Reserved(reserved) = outcome else {
@@ -163,7 +163,7 @@ async fn reservations_take_every_line(stores: Stores) {
     // The same product on two lines is checked against the sum.
     let outcome = stores
         .catalogue
-        .reserve_stock(&[line(a.id, 2), line(a.id, 2)])
+        .reserve_stock(&[line(a.id, 2), line(a.id, 2)], &hold())
         .await
         .unwrap();
     match outcome {
@@ -181,7 +181,7 @@ async fn reservations_take_every_line(stores: Stores) {
     assert_eq!(stock(&stores, a.id).await, 3);
     let outcome = stores
         .catalogue
-        .reserve_stock(&[line(a.id, 1), line(a.id, 2)])
+        .reserve_stock(&[line(a.id, 1), line(a.id, 2)], &hold())
         .await
         .unwrap();
     assert!(
@@ -197,12 +197,15 @@ async fn unknown_products_are_all_named_and_nothing_is_taken(stores: Stores) {
     let (ghost1, ghost2) = (Id::new(), Id::new());
     let outcome = stores
         .catalogue
-        .reserve_stock(&[
-            line(a.id, 2),
-            line(ghost1, 1),
-            line(b.id, 1),
-            line(ghost2, 3),
-        ])
+        .reserve_stock(
+            &[
+                line(a.id, 2),
+                line(ghost1, 1),
+                line(b.id, 1),
+                line(ghost2, 3),
+            ],
+            &hold(),
+        )
         .await
         .unwrap();
     match outcome {
@@ -222,7 +225,10 @@ async fn every_short_line_is_reported_and_nothing_is_taken(stores: Stores) {
     let d = product(&stores, "d", 9).await;
     let outcome = stores
         .catalogue
-        .reserve_stock(&[line(a.id, 3), line(b.id, 2), line(d.id, 9), line(c.id, 1)])
+        .reserve_stock(
+            &[line(a.id, 3), line(b.id, 2), line(d.id, 9), line(c.id, 1)],
+            &hold(),
+        )
         .await
         .unwrap();
     match outcome {
@@ -263,7 +269,7 @@ async fn concurrent_reservations_never_oversell(stores: Stores) {
             tokio::spawn(async move {
                 stores
                     .catalogue
-                    .reserve_stock(&[line(p.id, 1)])
+                    .reserve_stock(&[line(p.id, 1)], &hold())
                     .await
                     .unwrap()
             })
@@ -297,7 +303,13 @@ async fn concurrent_multi_line_reservations_stay_consistent(stores: Stores) {
             } else {
                 [line(b.id, 1), line(a.id, 1)]
             };
-            tokio::spawn(async move { stores.catalogue.reserve_stock(&lines).await.unwrap() })
+            tokio::spawn(async move {
+                stores
+                    .catalogue
+                    .reserve_stock(&lines, &hold())
+                    .await
+                    .unwrap()
+            })
         })
         .collect();
     let mut reserved = 0;
@@ -321,15 +333,16 @@ async fn released_stock_comes_back(stores: Stores) {
     let a = product(&stores, "a", 4).await;
     let b = product(&stores, "b", 2).await;
     let lines = [line(a.id, 3), line(b.id, 2)];
+    let held = hold();
     assert!(matches!(
-        stores.catalogue.reserve_stock(&lines).await.unwrap(),
+        stores.catalogue.reserve_stock(&lines, &held).await.unwrap(),
         ReserveOutcome::Reserved(_)
     ));
     assert_eq!(
         (stock(&stores, a.id).await, stock(&stores, b.id).await),
         (1, 0)
     );
-    stores.catalogue.release_stock(&lines).await.unwrap();
+    stores.catalogue.release_stock(&lines, &held).await.unwrap();
     assert_eq!(
         (stock(&stores, a.id).await, stock(&stores, b.id).await),
         (4, 2)

@@ -22,7 +22,7 @@ use order_service::domain::{
 };
 use order_service::store::mongo::MongoStore;
 use order_service::store::sqlite::{SqliteDb, SqliteStore};
-use order_service::store::{IdempotencyRecord, ReserveOutcome, Stores, TransitionOutcome};
+use order_service::store::{Hold, IdempotencyRecord, ReserveOutcome, Stores, TransitionOutcome};
 
 use crate::support;
 
@@ -58,6 +58,7 @@ macro_rules! contract_tests {
 mod accounts;
 mod catalogue;
 mod health;
+mod holds;
 mod idempotency;
 mod mongo_layout;
 mod mongo_only;
@@ -142,16 +143,32 @@ pub(super) fn order_for(user_id: Id, lines: &[(&Product, u32)], at: DateTime<Utc
     Order::place(user_id, items, address, "credit_card".into(), at)
 }
 
-/// Reserves the lines and stores the order, as the order flow does.
+/// A hold for a reservation of no order in particular.
+pub(super) fn hold() -> Hold {
+    Hold::new(Id::new())
+}
+
+/// Reserves the lines and stores the order, then forgets the hold, as the order flow does.
 pub(super) async fn placed_order(stores: &Stores, lines: &[(&Product, u32)]) -> Order {
     let order_lines: Vec<_> = lines.iter().map(|(p, n)| line(p.id, *n)).collect();
-    let outcome = stores.catalogue.reserve_stock(&order_lines).await.unwrap();
+    let mut order = order_for(Id::new(), lines, now());
+    let held = Hold::new(order.id);
+    order.created_at = held.at;
+    let outcome = stores
+        .catalogue
+        .reserve_stock(&order_lines, &held)
+        .await
+        .unwrap();
     assert!(
         matches!(outcome, ReserveOutcome::Reserved(_)),
         "{outcome:?}"
     );
-    let order = order_for(Id::new(), lines, now());
     stores.orders.insert_order(&order).await.unwrap();
+    stores
+        .catalogue
+        .clear_holds(&[(held, order_lines)])
+        .await
+        .unwrap();
     order
 }
 
