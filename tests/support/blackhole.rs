@@ -82,7 +82,7 @@ impl BlackHoleProxy {
         };
     }
 
-    /// How many request chunks carried the pattern given to `count`.
+    /// How many request chunks carried the pattern given to `count` (held ones too).
     pub fn counted(&self) -> usize {
         self.counted.lock().unwrap().seen
     }
@@ -134,14 +134,20 @@ impl Direction {
         self.shared.holed.load(Ordering::SeqCst)
     }
 
-    /// Whether `chunk` goes through now (else it is held, or, for a lost reply, dropped).
-    fn passes(&self, chunk: &[u8]) -> bool {
+    /// Counts a request chunk carrying the counted pattern, whether or not it goes through (a
+    /// request held in the hole is seen too).
+    fn count(&self, chunk: &[u8]) {
         if self.requests {
             let mut counted = self.shared.counted.lock().unwrap();
             if contains(chunk, &counted.pattern) {
                 counted.seen += 1;
             }
-            drop(counted);
+        }
+    }
+
+    /// Whether `chunk` goes through now (else it is held, or, for a lost reply, dropped).
+    fn passes(&self, chunk: &[u8]) -> bool {
+        if self.requests {
             let mut armed = self.shared.lose_reply.lock().unwrap();
             if armed.as_ref().is_some_and(|p| contains(chunk, p)) {
                 *armed = None;
@@ -175,7 +181,11 @@ fn pump(mut from: TcpStream, mut to: TcpStream, direction: Direction) {
             }
             held.clear();
         }
-        match from.read(&mut buf) {
+        let read = from.read(&mut buf);
+        if let Ok(n) = read {
+            direction.count(&buf[..n]);
+        }
+        match read {
             Ok(0) => break,
             // Sent at the top of the loop, unless the proxy is (or turns into) a hole.
             Ok(n) if direction.holed() || direction.passes(&buf[..n]) => {

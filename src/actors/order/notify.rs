@@ -8,8 +8,12 @@
 //! a retry loop of its own, so a mailer outage (or SES throttling) can not push a queue message
 //! to its last attempt and into the dead letters.
 //!
-//! The price is a duplicate when a send went out and its mark did not reach the store (or the
-//! send outlived its lease): the sweeper sends again. Two sends that both reach the mark are
+//! A send that went out and whose mark did not reach the store is marked again by its sender,
+//! on its own and often, so the mark normally lands before the claim's lease runs out and the
+//! sweeper never takes it. The price that remains is a duplicate when the sender dies between
+//! the send and the mark, when the store stays out of reach past the lease, when a send
+//! outlives its lease, or when a send went out but its reply was lost (it counts as failed): the
+//! sweeper sends again. Two sends that both reach the mark are
 //! counted in `emails_duplicate_total`; every resend is counted in `emails_resent_total`, the
 //! bound on the duplicates the service can not see.
 
@@ -21,6 +25,13 @@ use crate::domain::{Id, Order, OrderStatus, User};
 use crate::error::{AppError, BackendError};
 use crate::messages::mailer::SendOrderEmail;
 use crate::metrics::{backend_call, EMAILS_DUPLICATE_TOTAL};
+
+/// The first pause before a failed mark is tried again, and the longest: short, because the
+/// mark races the claim's lease.
+const MARK_RETRY_FIRST: std::time::Duration = std::time::Duration::from_millis(250);
+const MARK_RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(2);
+/// For how many leases (`EMAIL_RESEND_AFTER`) a failed mark is tried again.
+const MARK_RETRY_LEASES: u32 = 4;
 
 /// What became of one claimed email.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -131,30 +142,61 @@ impl OrderActor {
     }
 
     /// Marks claims sent, in one store call; a claim found marked already was sent twice, and
-    /// is counted. When the store does not answer, the claims go stale and are sent again.
+    /// is counted. When the store does not answer, the sender, which knows the emails went
+    /// out, marks them again on its own (`mark_until_recorded`) instead of leaving them to
+    /// go stale, so that the sweeper does not send them again once the store is back.
     pub(super) async fn close_claims(&self, claims: &[(Id, OrderStatus)]) {
         if claims.is_empty() {
             return;
         }
+        match self.mark_sent(claims).await {
+            Ok(before) => count_duplicates(claims, &before),
+            Err(e) => {
+                tracing::warn!(error = %e, emails = claims.len(), "order emails sent but not recorded yet; marking them again");
+                let (this, claims) = (self.clone(), claims.to_vec());
+                actix::spawn(async move { this.mark_until_recorded(claims).await });
+            }
+        }
+    }
+
+    async fn mark_sent(&self, claims: &[(Id, OrderStatus)]) -> Result<Vec<bool>, BackendError> {
         let now = crate::domain::now();
         let keep_until = now + chrono_duration(self.emails.record_retention);
-        let before = backend_call(
+        backend_call(
             "store",
             "mark_notifications_sent",
             self.orders.mark_notifications_sent(claims, now, keep_until),
         )
-        .await;
-        let before = match before {
-            Ok(before) => before,
-            Err(e) => {
-                tracing::warn!(error = %e, emails = claims.len(), "order emails sent but not recorded; the sweeper will send them again");
-                return;
-            }
-        };
-        for (&(order_id, status), twice) in claims.iter().zip(before) {
-            if twice {
-                metrics::counter!(EMAILS_DUPLICATE_TOTAL, "kind" => status.as_str()).increment(1);
-                tracing::warn!(order_id = %order_id, status = status.as_str(), "order email sent twice");
+        .await
+    }
+
+    /// Tries the marks again, soon and often, until they land: the claims' leases run out
+    /// `EMAIL_RESEND_AFTER` after they were made, and a mark that lands before the sweeper's
+    /// next look keeps the email from going out twice. Past a few leases (a long store outage)
+    /// the sweeper has sent them again anyway, and the marks are left to it.
+    ///
+    /// A claim found marked here is not counted as a duplicate: the first try may have landed
+    /// with its reply lost. A second send that did happen is still counted when the sweeper
+    /// marks it after this (and always in `emails_resent_total`).
+    async fn mark_until_recorded(self, claims: Vec<(Id, OrderStatus)>) {
+        let give_up = tokio::time::Instant::now() + self.emails.resend_after * MARK_RETRY_LEASES;
+        let mut pause = MARK_RETRY_FIRST;
+        loop {
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(MARK_RETRY_MAX);
+            match self.mark_sent(&claims).await {
+                Ok(_) => {
+                    tracing::info!(
+                        emails = claims.len(),
+                        "order emails recorded as sent after a retry"
+                    );
+                    return;
+                }
+                Err(e) if tokio::time::Instant::now() >= give_up => {
+                    tracing::warn!(error = %e, emails = claims.len(), "order emails sent but never recorded; the sweeper sends them again");
+                    return;
+                }
+                Err(_) => {}
             }
         }
     }
@@ -175,6 +217,16 @@ impl OrderActor {
             request_id,
         };
         ask(mailer::NAME, &self.mailer, email).await
+    }
+}
+
+/// Counts the claims a mark found marked before: their email went out twice.
+fn count_duplicates(claims: &[(Id, OrderStatus)], before: &[bool]) {
+    for (&(order_id, status), &twice) in claims.iter().zip(before) {
+        if twice {
+            metrics::counter!(EMAILS_DUPLICATE_TOTAL, "kind" => status.as_str()).increment(1);
+            tracing::warn!(order_id = %order_id, status = status.as_str(), "order email sent twice");
+        }
     }
 }
 
