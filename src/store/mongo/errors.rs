@@ -48,15 +48,6 @@ pub(super) fn db_error(e: mongodb::error::Error) -> BackendError {
     }
 }
 
-/// The server's answer to a command it refused, if it answered at all.
-pub(super) fn command_code(e: &mongodb::error::Error) -> Option<i32> {
-    match e.kind.as_ref() {
-        ErrorKind::Command(c) => Some(c.code),
-        ErrorKind::Write(WriteFailure::WriteError(w)) => Some(w.code),
-        _ => None,
-    }
-}
-
 /// Removes the URI's credentials from an error text: driver messages about a bad URI may quote
 /// parts of it, and errors end up in logs.
 pub(super) fn redact(e: BackendError, uri: &str) -> BackendError {

@@ -17,6 +17,14 @@
 //! The list is bounded by that clearing (every stored order's entries go within a batch) and
 //! by the sweeper (which finishes what a failed clearing left), not by `$slice`, which would
 //! drop entries that may still need giving back.
+//!
+//! The same list records the stock returns of failed and cancelled orders, as
+//! `"{transition ms}:return:{order id}:{quantity}"`: the return is one update conditional on
+//! its record being absent (`$inc` and `$push` of the record), so however many callers return
+//! an order's stock (the transition, a refused retry, the repair at start) and wherever one is
+//! cut off, each product gets it back once. Every caller builds the same record from the order
+//! (its `updatedAt` is the terminal transition's time). The sweeper forgets a return record
+//! once it is older than the bound, when no return of that order is in flight any more.
 
 use std::collections::{HashMap, HashSet};
 
@@ -45,21 +53,35 @@ pub(super) fn entry(hold: &Hold, qty: i64) -> String {
     )
 }
 
-/// An entry read back: when, whose order, and how much.
+/// The second field of a return record, where a hold has its id.
+const RETURN: &str = "return";
+
+/// The record of a failed or cancelled order's stock return of `qty` on a product.
+pub(super) fn return_record(order_id: ObjectId, transition: bson::DateTime, qty: i64) -> String {
+    format!(
+        "{:013}:{RETURN}:{order_id}:{qty}",
+        transition.timestamp_millis().max(0)
+    )
+}
+
+/// An entry read back: when, whose order, how much, and whether it records a return (not a
+/// hold).
 #[derive(Debug, PartialEq, Eq)]
 struct Entry {
     at_ms: i64,
     order_id: ObjectId,
     qty: i64,
+    returned: bool,
 }
 
 fn parse(entry: &str) -> Option<Entry> {
     let mut parts = entry.split(':');
-    let (at, _hold, order, qty) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    let (at, kind, order, qty) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
     Some(Entry {
         at_ms: at.parse().ok()?,
         order_id: order.parse().ok()?,
         qty: qty.parse().ok().filter(|q: &i64| *q > 0)?,
+        returned: kind == RETURN,
     })
 }
 
@@ -172,7 +194,11 @@ impl MongoStore {
             return Ok(HoldSweep::default());
         }
         // Point reads by `_id` (the only shape FerretDB answers without reading every order).
-        let orders: HashSet<ObjectId> = stale.iter().map(|(_, _, e)| e.order_id).collect();
+        let orders: HashSet<ObjectId> = stale
+            .iter()
+            .filter(|(_, _, e)| !e.returned)
+            .map(|(_, _, e)| e.order_id)
+            .collect();
         let mut stored: HashMap<ObjectId, i64> = HashMap::new();
         for order_id in orders {
             let found = self
@@ -188,7 +214,8 @@ impl MongoStore {
         }
         let (mut give_back, mut forget) = (Vec::new(), Vec::new());
         for (product, raw, e) in &stale {
-            if stored.get(&e.order_id) == Some(&e.at_ms) {
+            // A return record past the bound, or the hold of an order stored with it: done.
+            if e.returned || stored.get(&e.order_id) == Some(&e.at_ms) {
                 forget
                     .push(doc! { "q": { "_id": product }, "u": { "$pullAll": { FIELD: [raw] } } });
             } else {
@@ -202,6 +229,27 @@ impl MongoStore {
             returned: returned as u64,
             cleared: cleared as u64,
         })
+    }
+
+    /// Gives back a failed or cancelled order's quantities, each product once whoever calls
+    /// (see the module comment); one command for all its products.
+    pub(super) async fn return_once(
+        &self,
+        order_id: ObjectId,
+        transition: bson::DateTime,
+        lines: &[(ObjectId, i64)],
+    ) -> StoreResult<()> {
+        let statements: Vec<Document> = lines
+            .iter()
+            .map(|&(product, qty)| {
+                let record = return_record(order_id, transition, qty);
+                doc! {
+                    "q": { "_id": product, FIELD: { "$ne": &record } },
+                    "u": { "$inc": { "stock": qty }, "$push": { FIELD: &record } },
+                }
+            })
+            .collect();
+        self.run_updates(statements).await.map(|_| ())
     }
 
     /// Runs unordered update statements on the products in one command; how many matched. A
@@ -246,12 +294,24 @@ mod tests {
             Some(Entry {
                 at_ms: 1_733_230_000_123,
                 order_id: hold.order_id.object_id(),
-                qty: 3
+                qty: 3,
+                returned: false,
             })
         );
         assert!(e < bound(at + chrono::Duration::milliseconds(1)));
         assert!(e >= bound(at));
         assert_eq!(parse("garbage"), None);
+        let order = ObjectId::new();
+        let returned = return_record(order, bson::DateTime::from_millis(5), 2);
+        assert_eq!(
+            parse(&returned),
+            Some(Entry {
+                at_ms: 5,
+                order_id: order,
+                qty: 2,
+                returned: true,
+            })
+        );
         assert_eq!(parse(&e.replace(":3", ":0")), None, "no hold of nothing");
     }
 }

@@ -19,9 +19,12 @@
 //!   transaction, and it only ever makes stock look lower, never higher.
 //! - **Status changes are conditional updates on the stored status**, so only one caller wins a
 //!   transition; the loser reads the order back and is refused.
-//! - **Stock returned by failed and cancelled orders** goes back through a per-line claim on the
-//!   order document (see [`MongoStore::return_order_stock`]), so a return is never doubled, and
-//!   interrupted returns are finished by [`MongoStore::repair_stock_returns`].
+//! - **Stock returned by failed and cancelled orders** goes back through one update per product
+//!   conditional on the return's record on the product (see [`MongoStore::return_order_stock`]
+//!   and `holds`), so a return is never doubled nor lost to a cut, and interrupted returns are
+//!   finished by the next caller or [`MongoStore::repair_stock_returns`].
+//! - **Every reservation leaves a hold on its products** in the same update (`holds`), so stock
+//!   whose order was never stored is found and given back by the hold sweeper.
 //! - **Uniqueness is enforced by unique keys** (`_id` for idempotency records and outbox
 //!   entries, unique indexes for emails and notification claims), which are atomic even where
 //!   nothing else is.

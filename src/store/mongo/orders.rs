@@ -16,7 +16,6 @@ use futures_util::TryStreamExt;
 
 use super::bulk::insert_many_outcomes;
 use super::documents::*;
-use super::errors::command_code;
 use super::errors::db_error;
 use super::{find_page, find_sorted, MongoStore};
 use crate::domain::{Id, Order, OrderStatus, PageRequest};
@@ -27,70 +26,24 @@ impl MongoStore {
     /// Gives back the stock of a failed or cancelled order, exactly once per product however
     /// many callers (the winning transition, a refused retry, the repair at start) try at once.
     ///
-    /// There is no transaction spanning the order and its products, so the order document
-    /// carries the bookkeeping: the transition that moved it set `stockReturned: false` in the
-    /// same conditional update as the status (so the intent can not be lost), and each product
-    /// is then *claimed* on the order (`$addToSet returnedProducts: pid`, guarded by
-    /// `returnedProducts: {$ne: pid}` so that the outcome does not hang on how a server counts
-    /// a no-op `$addToSet`) before its `$inc`. The claim is atomic on one document, so only one
-    /// caller ever gives a product's quantity back. If the `$inc` is refused by the
-    /// server, the claim is withdrawn so that a later attempt can do it.
-    ///
-    /// The crash window, named honestly: if the process dies (or loses the connection) after a
-    /// claim and before its `$inc` reached the server, that line is never given back: the
-    /// product's stock stays too low by the line's quantity. Claiming after the `$inc` instead
-    /// would turn the same window into a double return, which would let the shop sell stock it
-    /// does not have; a shortfall is the safe side and an admin can correct it. The window is a
-    /// single round trip per line, and the error log names the order and product.
+    /// There is no transaction spanning the order and its products, so the transition that
+    /// moved the order set `stockReturned: false` in the same conditional update as the status
+    /// (so the intent can not be lost), and each product's return is one update conditional on
+    /// the product not holding the return's record yet, which it adds (see `holds`): a retry
+    /// after any cut (a lost reply, a crash between products) gives back only what did not
+    /// come back. Products claimed on the order by the former way (`returnedProducts`, before
+    /// an upgrade) are left as they were. Then `stockReturned` is set, and no caller tries again.
     async fn return_order_stock(&self, order: &OrderDoc) -> StoreResult<()> {
-        let lines = merge_quantities(
+        let lines: Vec<(ObjectId, i64)> = merge_quantities(
             order
                 .items
                 .iter()
                 .map(|i| (i.product_id, i64::from(i.quantity))),
-        );
-        for (product_id, qty) in lines {
-            let claimed = self
-                .write(self.orders.update_one(
-                    doc! { "_id": order.id, "returnedProducts": { "$ne": product_id } },
-                    doc! { "$addToSet": { "returnedProducts": product_id } },
-                ))
-                .await
-                .map_err(db_error)?;
-            if claimed.modified_count == 0 {
-                continue; // Someone else gives (or gave) this one back.
-            }
-            let given = self
-                .write(self.products.update_one(
-                    doc! { "_id": product_id },
-                    doc! { "$inc": { "stock": qty } },
-                ))
-                .await;
-            let Err(e) = given else { continue };
-            // A refusal from the server means the $inc did not happen: withdrawing the claim is
-            // safe and lets a retry or the repair finish. Without an answer we can not know, so
-            // the claim stays (the safe side, see above).
-            if command_code(&e).is_some() {
-                let unclaim = self
-                    .write(self.orders.update_one(
-                        doc! { "_id": order.id },
-                        doc! { "$pull": { "returnedProducts": product_id } },
-                    ))
-                    .await;
-                if unclaim.is_ok() {
-                    return Err(db_error(e));
-                }
-            }
-            tracing::error!(
-                order_id = %order.id,
-                product_id = %product_id,
-                quantity = qty,
-                error = %e,
-                "stock of a failed or cancelled order may not have been given back; check the \
-                 product's stock"
-            );
-            return Err(db_error(e));
-        }
+        )
+        .into_iter()
+        .filter(|(product_id, _)| !order.returned_products.contains(product_id))
+        .collect();
+        self.return_once(order.id, order.updated_at, &lines).await?;
         self.write(self.orders.update_one(
             doc! { "_id": order.id },
             doc! { "$set": { "stockReturned": true } },

@@ -117,6 +117,73 @@ async fn a_retried_transition_finishes_an_interrupted_return() {
     fixture.finish().await;
 }
 
+/// Puts the order where a return cut after some products leaves it now: cancelled with its
+/// intent recorded, and `returned` products given back each with its record (what the return's
+/// one conditional update on a product does).
+async fn interrupt_return(store: &MongoStore, order: &Order, returned: &[(&Product, i64)]) {
+    let db = store.database();
+    let at = bson::DateTime::from_millis(order.created_at.timestamp_millis() + 1_000);
+    db.collection::<bson::Document>("orders")
+        .update_one(
+            doc! { "_id": order.id.object_id() },
+            doc! { "$set": { "status": "cancelled", "stockReturned": false, "updatedAt": at } },
+        )
+        .await
+        .unwrap();
+    for (p, n) in returned {
+        let record = format!(
+            "{:013}:return:{}:{n}",
+            at.timestamp_millis(),
+            order.id.object_id()
+        );
+        db.collection::<bson::Document>("products")
+            .update_one(
+                doc! { "_id": p.id.object_id() },
+                doc! { "$inc": { "stock": *n }, "$push": { "holds": record } },
+            )
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_return_cut_after_some_products_is_finished_once_whoever_retries() {
+    let Some(fixture) = Fixture::mongo("cut_return").await else {
+        return;
+    };
+    let stores = fixture.stores.clone();
+    let store = fixture.mongo.as_ref().unwrap().store.clone();
+    let a = product(&stores, "a", 10).await;
+    let b = product(&stores, "b", 10).await;
+    let order = placed_order(&stores, &[(&a, 3), (&b, 2)]).await;
+    interrupt_return(&store, &order, &[(&a, 3)]).await;
+    assert_eq!(
+        (stock(&stores, a.id).await, stock(&stores, b.id).await),
+        (10, 8)
+    );
+    // A refused retry and the repair at start both finish it; `a` is not given back again.
+    let retry = cancel(&stores, order.id).await;
+    assert!(matches!(retry, TransitionOutcome::Refused(Some(_))));
+    assert_eq!(store.repair_stock_returns().await.unwrap(), 0);
+    assert_eq!(
+        (stock(&stores, a.id).await, stock(&stores, b.id).await),
+        (10, 10)
+    );
+    // The records are forgotten once past the hold bound; nothing more comes back.
+    let swept = stores
+        .catalogue
+        .sweep_holds(chrono::Utc::now() + chrono::TimeDelta::minutes(1), 100)
+        .await
+        .unwrap();
+    assert_eq!(swept.returned, 0, "{swept:?}");
+    assert_eq!(swept.cleared, 2, "{swept:?}");
+    assert_eq!(
+        (stock(&stores, a.id).await, stock(&stores, b.id).await),
+        (10, 10)
+    );
+    fixture.finish().await;
+}
+
 #[tokio::test]
 async fn an_outage_fails_fast_and_the_store_recovers_after_a_restart() {
     let Some(mut fixture) = Fixture::mongo("outage").await else {
