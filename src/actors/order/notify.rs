@@ -32,6 +32,8 @@ const MARK_RETRY_FIRST: std::time::Duration = std::time::Duration::from_millis(2
 const MARK_RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(2);
 /// For how many leases (`EMAIL_RESEND_AFTER`) a failed mark is tried again.
 const MARK_RETRY_LEASES: u32 = 4;
+/// How long a delivery waits for its marks at most (half a lease when that is shorter).
+const MARK_RETRY_INLINE: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// What became of one claimed email.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -153,7 +155,21 @@ impl OrderActor {
             Ok(before) => count_duplicates(claims, &before),
             Err(e) => {
                 tracing::warn!(error = %e, emails = claims.len(), "order emails sent but not recorded yet; marking them again");
-                let (this, claims) = (self.clone(), claims.to_vec());
+                let claims = claims.to_vec();
+                // The queue processor's instance (the one that runs no outbox) keeps trying
+                // within the delivery for a while: a graceful shutdown waits for deliveries in
+                // flight, so a SIGTERM does not end the retry before the store is back. A
+                // request (a cancellation's email) or a sweeper pass does not wait.
+                if !self.runs_outbox {
+                    let wait = (self.emails.resend_after / 2).min(MARK_RETRY_INLINE);
+                    if self
+                        .mark_until(&claims, tokio::time::Instant::now() + wait)
+                        .await
+                    {
+                        return;
+                    }
+                }
+                let this = self.clone();
                 actix::spawn(async move { this.mark_until_recorded(claims).await });
             }
         }
@@ -174,31 +190,35 @@ impl OrderActor {
     /// `EMAIL_RESEND_AFTER` after they were made, and a mark that lands before the sweeper's
     /// next look keeps the email from going out twice. Past a few leases (a long store outage)
     /// the sweeper has sent them again anyway, and the marks are left to it.
+    async fn mark_until_recorded(self, claims: Vec<(Id, OrderStatus)>) {
+        let give_up = tokio::time::Instant::now() + self.emails.resend_after * MARK_RETRY_LEASES;
+        if !self.mark_until(&claims, give_up).await {
+            tracing::warn!(
+                emails = claims.len(),
+                "order emails sent but never recorded; the sweeper sends them again"
+            );
+        }
+    }
+
+    /// Tries the marks again until they land (true) or `until` passes (false).
     ///
     /// A claim found marked here is not counted as a duplicate: the first try may have landed
     /// with its reply lost. A second send that did happen is still counted when the sweeper
     /// marks it after this (and always in `emails_resent_total`).
-    async fn mark_until_recorded(self, claims: Vec<(Id, OrderStatus)>) {
-        let give_up = tokio::time::Instant::now() + self.emails.resend_after * MARK_RETRY_LEASES;
+    async fn mark_until(&self, claims: &[(Id, OrderStatus)], until: tokio::time::Instant) -> bool {
         let mut pause = MARK_RETRY_FIRST;
-        loop {
+        while tokio::time::Instant::now() + pause < until {
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(MARK_RETRY_MAX);
-            match self.mark_sent(&claims).await {
-                Ok(_) => {
-                    tracing::info!(
-                        emails = claims.len(),
-                        "order emails recorded as sent after a retry"
-                    );
-                    return;
-                }
-                Err(e) if tokio::time::Instant::now() >= give_up => {
-                    tracing::warn!(error = %e, emails = claims.len(), "order emails sent but never recorded; the sweeper sends them again");
-                    return;
-                }
-                Err(_) => {}
+            if self.mark_sent(claims).await.is_ok() {
+                tracing::info!(
+                    emails = claims.len(),
+                    "order emails recorded as sent after a retry"
+                );
+                return true;
             }
         }
+        false
     }
 
     /// Hands one order's email to the mailer; `user` is the lookup of its customer.
