@@ -300,6 +300,11 @@ pub async fn run(config: Config, role: Role) -> anyhow::Result<()> {
         }
     })
     .shutdown_timeout(config.shutdown_timeout.as_secs())
+    // A status stream writes one small event at a time: with Nagle's algorithm each event
+    // after the first waited for the ACK of the one before, which the client delays by up to
+    // 40 ms (measured: a completion reached a stream 40 ms after it happened). A whole
+    // response is one write, so nothing else changes.
+    .tcp_nodelay(true)
     // Our own signal handling below: actix-server's would stop the whole actor system right
     // after the HTTP drain, before the worker could finish its queue messages.
     .disable_signals()

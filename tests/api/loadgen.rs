@@ -163,11 +163,15 @@ fn endpoint<'a>(report: &'a Value, name: &str) -> &'a Value {
 #[serial(heavy)]
 fn mixed_closed_model_run_completes_every_order() {
     let service = Service::start();
-    // Orders followed by their status stream (the default), then by polling.
+    // Orders followed on one stream per account (the default), by a stream per order, then by
+    // polling.
     for (follow, followed_by) in [
-        (None, "GET /api/orders/{id}/events"),
+        (None, "GET /api/orders/events"),
+        (Some("sse-per-order"), "GET /api/orders/{id}/events"),
         (Some("poll"), "GET /api/orders/{id}"),
     ] {
+        // Without a warm-up, so the per-account streams are opened inside the window.
+        let warmup = if follow.is_none() { "0s" } else { "1s" };
         let mut args = vec![
             "--scenario",
             "mixed",
@@ -176,7 +180,7 @@ fn mixed_closed_model_run_completes_every_order() {
             "--duration",
             "3s",
             "--warmup",
-            "1s",
+            warmup,
         ];
         args.extend(follow.map(|f| ["--follow", f]).into_iter().flatten());
         let pid = service.pid();
@@ -209,7 +213,75 @@ fn mixed_closed_model_run_completes_every_order() {
         assert_ordered(&orders["lagUs"], "completion lag");
         assert_ordered(&orders["observedLagUs"], "observed completion lag");
         assert!(u(&report["service"]["rssKib"]) > 0);
+        if follow.is_none() {
+            // One stream per account for the whole run, never one per order.
+            let streams = u(&endpoint(&report, followed_by)["requests"]);
+            assert!(
+                streams <= u(&report["accounts"]) && streams < created,
+                "{streams} streams for {created} orders"
+            );
+        }
     }
+}
+
+/// The spike-then-relief mechanism, on a service whose every creation past a tiny backlog is
+/// shed (API only: no worker takes the orders): the run is reported second by second, shed
+/// creations are sent again after their `Retry-After`, the backlog the service saw is in the
+/// timeline, and with no order completing after the drop it is not called recovered.
+#[test]
+#[serial(heavy)]
+fn a_rate_drop_is_reported_second_by_second_and_shed_creations_are_retried() {
+    let env = ServerEnv::embedded(&[("RUST_LOG", "warn"), ("MAX_QUEUE_BACKLOG", "5")]);
+    let service = Service {
+        server: TestServer::launch(env, "api"),
+    };
+    let report = service.loadgen(&[
+        "--scenario",
+        "order",
+        "--steps",
+        "20:2s,10:2s",
+        "--warmup",
+        "0s",
+        "--follow",
+        "poll",
+        "--shed-retries",
+        "1",
+        // No drain: every creation is sent inside the window, so the timeline (which counts
+        // every answer) and the window's counts are the same requests.
+        "--drain",
+        "0s",
+    ]);
+    let pretty = serde_json::to_string_pretty(&report).unwrap();
+    assert_eq!(report["steps"], "20:2s,10:2s");
+    let post = endpoint(&report, "POST /api/orders");
+    let shed = u(&post["errorsByStatus"]["503"]);
+    assert!(shed > 0, "nothing shed past the backlog bound:\n{pretty}");
+    assert_eq!(u(&post["errors"]), shed, "only sheds failed:\n{pretty}");
+    // 20/s for 2 s then 10/s for 2 s: 60 arrivals, give or take one at the edges; every one
+    // shed early enough was sent again once.
+    let arrivals = u(&report["arrivals"]);
+    assert!((58..=62).contains(&arrivals), "{arrivals}");
+    assert!(
+        u(&post["requests"]) > arrivals,
+        "no shed creation was retried:\n{pretty}"
+    );
+
+    let rows = report["timeline"].as_array().expect("a timeline");
+    let sum = |k: &str| rows.iter().map(|r| u(&r[k])).sum::<u64>();
+    assert_eq!(sum("created"), u(&post["ok"]), "201s add up:\n{pretty}");
+    assert_eq!(sum("shed"), shed, "503s add up:\n{pretty}");
+    assert_eq!(sum("other"), 0);
+    let peak_queue = rows.iter().filter_map(|r| r["queueBacklog"].as_u64()).max();
+    assert!(
+        peak_queue.is_some_and(|q| q >= 5),
+        "the backlog that shed is not in the timeline:\n{pretty}"
+    );
+    let recovery = &report["recovery"];
+    assert_eq!(recovery["dropAtSecs"].as_f64(), Some(2.0), "{recovery}");
+    assert!(
+        recovery["lagNormalAfterSecs"].is_null(),
+        "no order completed, yet called recovered: {recovery}"
+    );
 }
 
 #[test]

@@ -7,6 +7,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use reqwest::header::RETRY_AFTER;
 use reqwest::{Client, RequestBuilder, StatusCode};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
@@ -95,14 +96,47 @@ impl Api {
         req: RequestBuilder,
         expect: StatusCode,
     ) -> Result<T, Failure> {
-        let response = req.send().await.map_err(|e| transport(&e))?;
+        Self::answer(req, expect).await.result
+    }
+
+    /// As [`Api::call`], keeping the answer's `Retry-After` (whole seconds), which the service
+    /// sends with a shed creation (503) and with a pending order.
+    async fn answer<T: DeserializeOwned>(req: RequestBuilder, expect: StatusCode) -> Answer<T> {
+        let response = match req.send().await {
+            Ok(response) => response,
+            Err(e) => return Answer::failed(transport(&e)),
+        };
         let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
         // Read the body even on failure, so the connection goes back to the pool.
-        let body = response.bytes().await.map_err(|e| transport(&e))?;
-        if status != expect {
-            return Err(Failure::Status(status.as_u16()));
+        let result = match response.bytes().await {
+            Err(e) => Err(transport(&e)),
+            Ok(_) if status != expect => Err(Failure::Status(status.as_u16())),
+            Ok(body) => serde_json::from_slice(&body).map_err(|_| Failure::Transport("body")),
+        };
+        Answer {
+            result,
+            retry_after,
         }
-        serde_json::from_slice(&body).map_err(|_| Failure::Transport("body"))
+    }
+
+    /// The service's Prometheus text (`GET /metrics`).
+    pub async fn metrics_text(&self) -> Result<String, Failure> {
+        let response = self
+            .http
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .map_err(|e| transport(&e))?;
+        if response.status() != StatusCode::OK {
+            return Err(Failure::Status(response.status().as_u16()));
+        }
+        response.text().await.map_err(|e| transport(&e))
     }
 
     pub async fn health(&self) -> Result<(), Failure> {
@@ -163,11 +197,7 @@ impl Api {
     }
 
     /// Places an order of quantity 1 of each product.
-    pub async fn create_order(
-        &self,
-        token: &str,
-        product_ids: &[&str],
-    ) -> Result<OrderView, Failure> {
+    pub async fn create_order(&self, token: &str, product_ids: &[&str]) -> Answer<OrderView> {
         let items: Vec<Value> = product_ids
             .iter()
             .map(|id| json!({"productId": id, "quantity": 1}))
@@ -187,15 +217,15 @@ impl Api {
                 },
                 "paymentMethod": "credit_card",
             }));
-        Self::call(req, StatusCode::CREATED).await
+        Self::answer(req, StatusCode::CREATED).await
     }
 
-    pub async fn get_order(&self, token: &str, id: &str) -> Result<OrderView, Failure> {
+    pub async fn get_order(&self, token: &str, id: &str) -> Answer<OrderView> {
         let req = self
             .http
             .get(self.url(&format!("/api/orders/{id}")))
             .bearer_auth(token);
-        Self::call(req, StatusCode::OK).await
+        Self::answer(req, StatusCode::OK).await
     }
 
     /// Opens `GET /api/orders/{id}/events`: the answer's head, its body still to be read. The
@@ -207,15 +237,39 @@ impl Api {
         id: &str,
         timeout: Duration,
     ) -> Result<reqwest::Response, Failure> {
-        let response = self
+        self.open_stream(&format!("/api/orders/{id}/events"), token, None, timeout)
+            .await
+    }
+
+    /// Opens `GET /api/orders/events`, every change to the caller's orders, resuming after
+    /// `last_event_id` when given; `timeout` bounds the whole stream.
+    pub async fn user_events(
+        &self,
+        token: &str,
+        last_event_id: Option<&str>,
+        timeout: Duration,
+    ) -> Result<reqwest::Response, Failure> {
+        self.open_stream("/api/orders/events", token, last_event_id, timeout)
+            .await
+    }
+
+    async fn open_stream(
+        &self,
+        path: &str,
+        token: &str,
+        last_event_id: Option<&str>,
+        timeout: Duration,
+    ) -> Result<reqwest::Response, Failure> {
+        let mut req = self
             .http
-            .get(self.url(&format!("/api/orders/{id}/events")))
+            .get(self.url(path))
             .bearer_auth(token)
             .header("accept", "text/event-stream")
-            .timeout(timeout)
-            .send()
-            .await
-            .map_err(|e| transport(&e))?;
+            .timeout(timeout);
+        if let Some(id) = last_event_id {
+            req = req.header("last-event-id", id);
+        }
+        let response = req.send().await.map_err(|e| transport(&e))?;
         if response.status() != StatusCode::OK {
             let status = response.status().as_u16();
             let _ = response.bytes().await;
@@ -229,9 +283,8 @@ impl Api {
     pub async fn until_terminal(mut response: reqwest::Response) -> Result<OrderView, Failure> {
         let mut buffer: Vec<u8> = Vec::new();
         loop {
-            while let Some(end) = buffer.windows(2).position(|w| w == b"\n\n") {
-                let block: Vec<u8> = buffer.drain(..end + 2).collect();
-                if let Some(order) = terminal_order(&block)? {
+            while let Some(block) = next_block(&mut buffer) {
+                if let Some(order) = parse_event(&block)?.and_then(|e| e.terminal()) {
                     return Ok(order);
                 }
             }
@@ -244,22 +297,62 @@ impl Api {
     }
 }
 
+/// What a call answered, and the `Retry-After` it carried.
+pub struct Answer<T> {
+    pub result: Result<T, Failure>,
+    pub retry_after: Option<Duration>,
+}
+
+impl<T> Answer<T> {
+    fn failed(f: Failure) -> Answer<T> {
+        Answer {
+            result: Err(f),
+            retry_after: None,
+        }
+    }
+}
+
 #[derive(Deserialize)]
 struct EventData {
     order: OrderView,
 }
 
-/// The order of a status event whose status is terminal; `None` for other events, comments
-/// and `retry:`.
-fn terminal_order(block: &[u8]) -> Result<Option<OrderView>, Failure> {
+/// One status event of a stream: its `id:` (for `Last-Event-ID`) and the order it carried.
+pub struct StatusEvent {
+    pub id: Option<String>,
+    pub order: OrderView,
+}
+
+impl StatusEvent {
+    /// The order, if the event says it reached a terminal status.
+    pub fn terminal(self) -> Option<OrderView> {
+        matches!(
+            self.order.status.as_str(),
+            "completed" | "failed" | "cancelled"
+        )
+        .then_some(self.order)
+    }
+}
+
+/// Takes the next complete event block (up to its blank line) off the front of `buffer`.
+pub fn next_block(buffer: &mut Vec<u8>) -> Option<Vec<u8>> {
+    let end = buffer.windows(2).position(|w| w == b"\n\n")?;
+    Some(buffer.drain(..end + 2).collect())
+}
+
+/// The status event of a block; `None` for comments (heartbeats) and `retry:`.
+pub fn parse_event(block: &[u8]) -> Result<Option<StatusEvent>, Failure> {
     let text = std::str::from_utf8(block).map_err(|_| Failure::Transport("body"))?;
     let Some(data) = text.lines().find_map(|l| l.strip_prefix("data: ")) else {
         return Ok(None);
     };
     let event: EventData = serde_json::from_str(data).map_err(|_| Failure::Transport("body"))?;
-    Ok(matches!(
-        event.order.status.as_str(),
-        "completed" | "failed" | "cancelled"
-    )
-    .then_some(event.order))
+    let id = text
+        .lines()
+        .find_map(|l| l.strip_prefix("id: "))
+        .map(str::to_string);
+    Ok(Some(StatusEvent {
+        id,
+        order: event.order,
+    }))
 }

@@ -7,12 +7,14 @@
 
 mod client;
 mod connections;
+mod follower;
 mod procfs;
 mod report;
 mod runner;
 mod scenario;
 mod setup;
 mod stats;
+mod timeline;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -26,8 +28,9 @@ use order_service::duration::parse_duration;
 use tokio::sync::watch;
 
 use crate::client::Api;
+use crate::follower::Followers;
 use crate::report::{Report, RunInfo};
-use crate::runner::{Model, Schedule};
+use crate::runner::{Model, Schedule, Steps};
 use crate::scenario::{Ctx, Follow, Mix, Op, BROWSE_LIMIT};
 use crate::stats::Stats;
 
@@ -72,6 +75,22 @@ struct Cli {
     /// intended start (corrects coordinated omission).
     #[arg(long)]
     rate: Option<f64>,
+    /// Open model with the rate changing: `RATE:DURATION,…` held one after the other (e.g.
+    /// `2800:30s,1260:60s`, a spike then relief); replaces `--rate` and `--duration`, and
+    /// turns `--timeline` on, with the recovery after the last change.
+    #[arg(long, conflicts_with = "rate")]
+    steps: Option<String>,
+    /// Report the run second by second: creations' answers, POST p99, completion lag, and the
+    /// service's backlog read off its `/metrics`.
+    #[arg(long)]
+    timeline: bool,
+    /// Also write the timeline, as a text table, to this file.
+    #[arg(long)]
+    timeline_out: Option<PathBuf>,
+    /// A creation shed with 503 is sent again at most this many times, each after the
+    /// answer's `Retry-After` (0: never).
+    #[arg(long, default_value_t = 3)]
+    shed_retries: u32,
     /// Measured time (e.g. 30s, 500ms, 2m).
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     duration: Duration,
@@ -88,8 +107,10 @@ struct Cli {
     /// the closed model, 64 in the open model).
     #[arg(long)]
     password_users: Option<usize>,
-    /// How an order is followed to its end: its status stream (`sse`), or polling `GET
-    /// /api/orders/{id}` (`poll`, with `--poll-interval` and `--poll-max`).
+    /// How an order is followed to its end: one stream of all its account's orders (`sse`,
+    /// `GET /api/orders/events` opened once per account), a stream per order
+    /// (`sse-per-order`), or polling `GET /api/orders/{id}` (`poll`, with `--poll-interval` and
+    /// `--poll-max`, honouring a pending order's `Retry-After`).
     #[arg(long, value_enum, default_value_t = Follow::Sse)]
     follow: Follow,
     /// First wait before polling a new order for completion; later waits grow 1.5x per poll.
@@ -141,6 +162,16 @@ fn main() -> ExitCode {
             } else {
                 print!("{}", report.table());
             }
+            if let (Some(path), Some(rows)) = (&cli.timeline_out, &report.timeline) {
+                let mut text = report::timeline_table(rows);
+                if let Some(line) = report.recovery_line() {
+                    text.push_str(&line);
+                }
+                if let Err(e) = std::fs::write(path, text) {
+                    eprintln!("loadgen: could not write {}: {e}", path.display());
+                    return ExitCode::FAILURE;
+                }
+            }
             if let Some(path) = &cli.env_out {
                 if let Err(e) = std::fs::write(path, report.env()) {
                     eprintln!("loadgen: could not write {}: {e}", path.display());
@@ -172,6 +203,13 @@ async fn run(cli: &Cli) -> anyhow::Result<Report> {
             bail!("--rate must be a positive number");
         }
     }
+    let steps = match (&cli.steps, cli.rate) {
+        (Some(spec), _) => Some(Steps::parse(spec)?),
+        (None, Some(rate)) => Some(Steps(vec![(rate, cli.duration)])),
+        (None, None) => None,
+    };
+    let duration = steps.as_ref().map_or(cli.duration, Steps::total);
+    let rate = steps.as_ref().map(|s| s.0[0].0);
     let run_info = |model: &'static str, accounts: usize| RunInfo {
         url: cli.url.clone(),
         scenario: cli
@@ -186,11 +224,12 @@ async fn run(cli: &Cli) -> anyhow::Result<Report> {
             .map(|v| v.get_name().to_string())
             .unwrap_or_default(),
         model,
-        users: cli.rate.is_none().then_some(cli.users),
-        rate: cli.rate,
+        users: rate.is_none().then_some(cli.users),
+        rate,
+        steps: cli.steps.clone(),
         accounts,
         warmup_secs: cli.warmup.as_secs_f64(),
-        duration_secs: cli.duration.as_secs_f64(),
+        duration_secs: duration.as_secs_f64(),
         interrupted: false,
     };
 
@@ -236,10 +275,10 @@ async fn run(cli: &Cli) -> anyhow::Result<Report> {
         Scenario::CachedOrder => Mix::only(Op::CachedOrder),
         Scenario::Connections | Scenario::Streams => unreachable!("handled above"),
     };
-    let (model, pool) = match cli.rate {
-        Some(rate) => (
+    let (model, pool) = match steps.clone() {
+        Some(steps) => (
             Model::Open {
-                rate,
+                steps,
                 max_in_flight: cli.max_in_flight.max(1),
             },
             cli.max_in_flight.clamp(1, 1024),
@@ -248,7 +287,7 @@ async fn run(cli: &Cli) -> anyhow::Result<Report> {
     };
     let accounts = cli
         .password_users
-        .unwrap_or(if cli.rate.is_some() { 64 } else { cli.users });
+        .unwrap_or(if rate.is_some() { 64 } else { cli.users });
     let needs = mix.needs(accounts, cli.products);
     let api = Api::new(&cli.url, pool, cli.timeout)?;
 
@@ -275,11 +314,28 @@ async fn run(cli: &Cli) -> anyhow::Result<Report> {
     let schedule = Schedule {
         start,
         warm_end: start + cli.warmup,
-        end: start + cli.warmup + cli.duration,
+        end: start + cli.warmup + duration,
     };
-    let stats = Arc::new(Stats::new(schedule.warm_end, schedule.end));
+    let timeline = cli.timeline || cli.timeline_out.is_some() || cli.steps.is_some();
+    let mut stats = Stats::new(schedule.warm_end, schedule.end);
+    if timeline {
+        stats = stats.with_timeline(timeline::Timeline::new(
+            start,
+            cli.warmup + duration + cli.drain,
+        ));
+    }
+    let stats = Arc::new(stats);
+    if timeline {
+        tokio::spawn(timeline::sample_backlog(
+            api.clone(),
+            stats.clone(),
+            schedule.end + cli.drain,
+        ));
+    }
     let ctx = Arc::new(Ctx {
         follow: cli.follow,
+        followers: Followers::new(fixtures.accounts.len().max(1)),
+        shed_retries: cli.shed_retries,
         api,
         stats: stats.clone(),
         fixtures,
@@ -301,7 +357,7 @@ async fn run(cli: &Cli) -> anyhow::Result<Report> {
         let _ = p.await;
     }
 
-    let model_name = if cli.rate.is_some() { "open" } else { "closed" };
+    let model_name = if rate.is_some() { "open" } else { "closed" };
     let mut info = run_info(model_name, needs.accounts);
     if interrupted {
         // Rates are per second of what was actually measured.
@@ -315,11 +371,21 @@ async fn run(cli: &Cli) -> anyhow::Result<Report> {
     let mut report = Report::build(
         info,
         &stats.totals(),
-        cli.rate
-            .is_some()
+        rate.is_some()
             .then(|| stats.arrivals.load(Ordering::Relaxed)),
         mix.contains(Op::Order),
     );
+    if let Some(t) = &stats.timeline {
+        let rows = t.rows();
+        if let Some(steps) = steps.as_ref().filter(|s| s.0.len() > 1) {
+            let drop_at = (cli.warmup + steps.last_change()).as_secs_f64();
+            report.recovery = Some(report::Recovery {
+                drop_at_secs: drop_at,
+                lag_normal_after_secs: timeline::recovery(&rows, drop_at),
+            });
+        }
+        report.timeline = Some(rows);
+    }
     report.service = cli.service_pid.and_then(procfs::memory_of);
     if interrupted {
         // The window never closed: no CPU figures rather than wrong ones.

@@ -11,6 +11,7 @@ use serde::Serialize;
 use crate::connections::ConnectionsReport;
 use crate::procfs::{CpuUse, Memory};
 use crate::stats::{Endpoint, Failure, Totals};
+use crate::timeline::SecondRow;
 
 /// Latency percentiles in microseconds, read from an HDR histogram.
 #[derive(Clone, Debug, Serialize)]
@@ -86,7 +87,10 @@ pub struct RunInfo {
     /// `closed` (virtual users) or `open` (fixed arrival rate).
     pub model: &'static str,
     pub users: Option<usize>,
+    /// Open model: the (first) arrival rate.
     pub rate: Option<f64>,
+    /// `--steps`, when the rate changed during the run.
+    pub steps: Option<String>,
     pub accounts: usize,
     pub warmup_secs: f64,
     /// The measured time: `--duration`, or less if the run was interrupted.
@@ -119,6 +123,20 @@ pub struct Report {
     /// from the service.
     pub loadgen_cpu: Option<CpuUse>,
     pub connections: Option<ConnectionsReport>,
+    /// `--timeline`: the run second by second.
+    pub timeline: Option<Vec<SecondRow>>,
+    /// `--steps`: how the service came back after the last change of rate.
+    pub recovery: Option<Recovery>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Recovery {
+    /// When the rate changed for the last time, in seconds since the run's start.
+    pub drop_at_secs: f64,
+    /// Seconds after the drop until the completion lag p99 of every later second was under
+    /// 1 s; `None`: still over it in the last second with orders.
+    pub lag_normal_after_secs: Option<f64>,
 }
 
 fn failures_by_status(failures: &BTreeMap<Failure, u64>) -> BTreeMap<String, u64> {
@@ -190,6 +208,8 @@ impl Report {
             service_cpu: None,
             loadgen_cpu: None,
             connections: None,
+            timeline: None,
+            recovery: None,
             run,
         }
     }
@@ -298,6 +318,12 @@ impl Report {
                 );
             }
         }
+        if let Some(rows) = &self.timeline {
+            out.push_str(&timeline_table(rows));
+        }
+        if let Some(line) = self.recovery_line() {
+            out.push_str(&line);
+        }
         if let Some(c) = &self.connections {
             let (what, alive) = if c.streams {
                 ("status streams", "still open")
@@ -321,6 +347,18 @@ impl Report {
             );
         }
         out
+    }
+
+    /// When the rate dropped and when the lag was normal again, as one line of text.
+    pub fn recovery_line(&self) -> Option<String> {
+        let r = self.recovery.as_ref()?;
+        Some(format!(
+            "rate dropped at {:.0} s; completion lag p99 under 1 s for good {}\n",
+            r.drop_at_secs,
+            r.lag_normal_after_secs
+                .map(|s| format!("{s:.0} s after"))
+                .unwrap_or_else(|| "never (still over at the end)".into())
+        ))
     }
 
     /// `name=value` lines a shell can `source`; numbers only, so nothing needs quoting.
@@ -358,6 +396,38 @@ impl Report {
                 put_latency(&mut put, "observed_lag", l);
             }
         }
+        if let Some(rows) = &self.timeline {
+            let peak = |f: fn(&SecondRow) -> Option<u64>| {
+                rows.iter()
+                    .filter_map(f)
+                    .max()
+                    .map_or("-".into(), |v| v.to_string())
+            };
+            put("timeline_peak_queue", peak(|r| r.queue_backlog));
+            put("timeline_peak_unfinished", peak(|r| r.unfinished));
+        }
+        if let (Some(r), Some(rows)) = (&self.recovery, &self.timeline) {
+            // The answers before the drop (spike) and after it (relief, drain included).
+            for (name, before) in [("spike", true), ("relief", false)] {
+                let part = rows
+                    .iter()
+                    .filter(|s| ((s.t as f64) < r.drop_at_secs) == before);
+                let (c, s, o) = part.fold((0, 0, 0), |(c, s, o), r| {
+                    (c + r.created, s + r.shed, o + r.other)
+                });
+                put(&format!("{name}_created"), c.to_string());
+                put(&format!("{name}_shed"), s.to_string());
+                put(&format!("{name}_other"), o.to_string());
+            }
+        }
+        if let Some(r) = &self.recovery {
+            put(
+                "recovery_s",
+                r.lag_normal_after_secs
+                    .map(|s| format!("{s:.0}"))
+                    .unwrap_or_else(|| "never".into()),
+            );
+        }
         if let Some(m) = &self.service {
             put("service_rss_kib", m.rss_kib.to_string());
             put("service_peak_rss_kib", m.peak_rss_kib.to_string());
@@ -382,6 +452,35 @@ impl Report {
         }
         out
     }
+}
+
+/// The timeline as rows of text, one a second.
+pub fn timeline_table(rows: &[SecondRow]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "\n{:>4} {:>6} {:>6} {:>6} {:>10} {:>10} {:>10} {:>8} {:>10}",
+        "s", "201", "503", "other", "POST p99", "lag p50", "lag p99", "queue", "unfinished"
+    );
+    let cell = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.0}"));
+    let count = |v: Option<u64>| v.map_or("-".into(), |v| v.to_string());
+    for r in rows {
+        let _ = writeln!(
+            out,
+            "{:>4} {:>6} {:>6} {:>6} {:>10} {:>10} {:>10} {:>8} {:>10}",
+            r.t,
+            r.created,
+            r.shed,
+            r.other,
+            cell(r.post_p99_ms),
+            cell(r.lag_p50_ms),
+            cell(r.lag_p99_ms),
+            count(r.queue_backlog),
+            count(r.unfinished)
+        );
+    }
+    let _ = writeln!(out, "(ms; lag of the orders placed in that second)");
+    out
 }
 
 fn put_latency(put: &mut impl FnMut(&str, String), prefix: &str, l: &Latency) {
@@ -436,6 +535,7 @@ mod tests {
             model: "closed",
             users: Some(1),
             rate: None,
+            steps: None,
             accounts: 0,
             warmup_secs: 0.0,
             duration_secs: 10.0,

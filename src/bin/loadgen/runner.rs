@@ -20,16 +20,58 @@ use tokio::task::JoinSet;
 use crate::scenario::{self, Actor, Ctx, Mix};
 use crate::stats::{Failure, Stats};
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub enum Model {
     Closed {
         users: usize,
     },
     Open {
-        rate: f64,
+        /// The arrival rate, step by step (`--steps`; one step with `--rate`).
+        steps: Steps,
         /// Iterations allowed in flight; past it, arrivals wait (and their wait is measured).
         max_in_flight: usize,
     },
+}
+
+/// Arrival rates held one after the other: `(iterations per second, for how long)`. The
+/// warm-up runs at the first step's rate.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Steps(pub Vec<(f64, Duration)>);
+
+impl Steps {
+    /// `RATE:DURATION,RATE:DURATION…`, e.g. `2800:30s,1260:60s`.
+    pub fn parse(spec: &str) -> anyhow::Result<Steps> {
+        let mut steps = vec![];
+        for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (rate, duration) = part
+                .split_once(':')
+                .ok_or_else(|| anyhow::anyhow!("step {part:?} is not RATE:DURATION"))?;
+            let rate: f64 = rate
+                .trim()
+                .parse()
+                .map_err(|_| anyhow::anyhow!("rate of step {part:?} is not a number"))?;
+            if !(rate.is_finite() && rate > 0.0) {
+                anyhow::bail!("rate of step {part:?} must be positive");
+            }
+            let duration = order_service::duration::parse_duration(duration.trim())
+                .map_err(|e| anyhow::anyhow!("duration of step {part:?}: {e}"))?;
+            steps.push((rate, duration));
+        }
+        if steps.is_empty() {
+            anyhow::bail!("--steps needs at least one RATE:DURATION");
+        }
+        Ok(Steps(steps))
+    }
+
+    pub fn total(&self) -> Duration {
+        self.0.iter().map(|(_, d)| *d).sum()
+    }
+
+    /// Seconds from the end of the warm-up to the start of the last step: where the rate
+    /// drops in a spike-then-relief run.
+    pub fn last_change(&self) -> Duration {
+        self.0[..self.0.len() - 1].iter().map(|(_, d)| *d).sum()
+    }
 }
 
 /// The run's clock: warm-up from `start` to `warm_end`, measurement until `end`.
@@ -45,9 +87,9 @@ pub async fn drive(ctx: Arc<Ctx>, mix: Mix, model: Model, schedule: Schedule) {
     match model {
         Model::Closed { users } => closed(ctx, mix, users, schedule).await,
         Model::Open {
-            rate,
+            steps,
             max_in_flight,
-        } => open(ctx, mix, rate, max_in_flight, schedule).await,
+        } => open(ctx, mix, steps, max_in_flight, schedule).await,
     }
 }
 
@@ -69,15 +111,30 @@ async fn closed(ctx: Arc<Ctx>, mix: Mix, users: usize, schedule: Schedule) {
     while tasks.join_next().await.is_some() {}
 }
 
-async fn open(ctx: Arc<Ctx>, mix: Mix, rate: f64, max_in_flight: usize, schedule: Schedule) {
+async fn open(ctx: Arc<Ctx>, mix: Mix, steps: Steps, max_in_flight: usize, schedule: Schedule) {
     let permits = Arc::new(Semaphore::new(max_in_flight));
-    let period = 1.0 / rate;
+    // Each step's arrivals are timed from the step's own start, so rounding never accumulates
+    // into drift; the first step also covers the warm-up.
+    let mut step_start = schedule.start;
+    let mut step_end = schedule.warm_end;
+    let mut in_step = 0u64;
+    let mut steps = steps.0.into_iter();
+    let (mut rate, first) = steps.next().expect("at least one step");
+    step_end += first;
     for n in 0u64.. {
-        // From the start each time, so rounding never accumulates into drift.
-        let intended = schedule.start + Duration::from_secs_f64(period * n as f64);
-        if intended >= schedule.end {
+        let mut intended = step_start + Duration::from_secs_f64(in_step as f64 / rate);
+        while intended >= step_end {
+            let Some((next_rate, length)) = steps.next() else {
+                break;
+            };
+            (step_start, rate, in_step) = (step_end, next_rate, 0);
+            step_end += length;
+            intended = step_start;
+        }
+        if intended >= step_end || intended >= schedule.end {
             break;
         }
+        in_step += 1;
         if intended > Instant::now() {
             tokio::time::sleep_until(intended.into()).await;
         }

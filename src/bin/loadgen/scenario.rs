@@ -14,6 +14,7 @@ use rand::seq::index::sample;
 use rand::Rng;
 
 use crate::client::{Api, OrderView};
+use crate::follower::{Followers, Outcome, StreamCtx};
 use crate::setup::{Fixtures, Needs};
 use crate::stats::{Endpoint, Failure, OrderEnd, Stats};
 
@@ -129,15 +130,24 @@ impl Mix {
 /// How an iteration learns that its order is done.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Follow {
-    /// `GET /api/orders/{id}/events`: the service pushes each status change.
+    /// One `GET /api/orders/events` per account, opened before its first order and kept for
+    /// the run: the service pushes every status change of the account's orders on it.
     Sse,
-    /// `GET /api/orders/{id}` again and again, waiting longer each time.
+    /// `GET /api/orders/{id}/events`, one stream per order.
+    SsePerOrder,
+    /// `GET /api/orders/{id}` again and again, waiting longer each time (or as long as the
+    /// answer's `Retry-After` says).
     Poll,
 }
 
 /// What every iteration shares.
 pub struct Ctx {
     pub follow: Follow,
+    /// The per-account streams of `Follow::Sse`.
+    pub followers: Followers,
+    /// A creation shed with 503 is sent again this many times at most, each after the
+    /// answer's `Retry-After`.
+    pub shed_retries: u32,
     pub api: Api,
     pub stats: Arc<Stats>,
     pub fixtures: Fixtures,
@@ -173,7 +183,7 @@ pub async fn run(ctx: &Ctx, actor: &mut Actor<'_>, op: Op, started: Instant) {
         Op::CachedOrder => {
             let token = &ctx.fixtures.accounts[0].token;
             let id = ctx.fixtures.cached_order.as_deref().unwrap_or_default();
-            let r = ctx.api.get_order(token, id).await;
+            let r = ctx.api.get_order(token, id).await.result;
             ctx.stats
                 .record(actor.id, Endpoint::GetOrder, started, r.map(drop));
         }
@@ -196,34 +206,74 @@ async fn browse(ctx: &Ctx, actor: &mut Actor<'_>, started: Instant) {
 
 async fn order(ctx: &Ctx, actor: &mut Actor<'_>, started: Instant) {
     let f = &ctx.fixtures;
-    let token = &f.accounts[actor.id % f.accounts.len()].token;
+    let account = actor.id % f.accounts.len();
+    let token = &f.accounts[account].token;
     let lines = actor.rng.gen_range(1..=3.min(f.order_products.len()));
     let products: Vec<&str> = sample(&mut *actor.rng, f.order_products.len(), lines)
         .into_iter()
         .map(|i| f.order_products[i].as_str())
         .collect();
 
-    let placed = ctx.api.create_order(token, &products).await;
-    let placed_at = Instant::now();
-    let order = match placed {
-        Ok(order) => {
-            ctx.stats
-                .record(actor.id, Endpoint::CreateOrder, started, Ok(()));
-            order
-        }
-        Err(f) => {
-            ctx.stats
-                .record(actor.id, Endpoint::CreateOrder, started, Err(f));
-            return;
+    // The account's stream is open before its first order is placed, so none of its events
+    // can be missed.
+    let streaming = ctx.follow == Follow::Sse
+        && ctx
+            .followers
+            .of(account)
+            .ensure_open(StreamCtx {
+                api: &ctx.api,
+                stats: &ctx.stats,
+                token,
+                key: actor.id,
+                until: ctx.drain_deadline,
+            })
+            .await;
+
+    let mut sent = started;
+    let mut retries = 0;
+    let order = loop {
+        let placed = ctx.api.create_order(token, &products).await;
+        match placed.result {
+            Ok(order) => {
+                ctx.stats
+                    .record(actor.id, Endpoint::CreateOrder, sent, Ok(()));
+                break order;
+            }
+            Err(f) => {
+                let shed = f == Failure::Status(503);
+                ctx.stats
+                    .record(actor.id, Endpoint::CreateOrder, sent, Err(f));
+                // A shed creation is tried again as the service asks, a few times, as a client
+                // that honours `Retry-After` would; anything else is given up on.
+                if !shed || retries >= ctx.shed_retries {
+                    return;
+                }
+                retries += 1;
+                let wait = placed.retry_after.unwrap_or(Duration::from_secs(1));
+                if Instant::now() + wait >= ctx.drain_deadline {
+                    return;
+                }
+                tokio::time::sleep(wait).await;
+                sent = Instant::now();
+            }
         }
     };
+    let placed_at = Instant::now();
     ctx.stats.order_created(actor.id, started);
 
     // A stream that fails (refused, dropped, cut) leaves the order to polling, as a client
     // would fall back.
     let streamed = match ctx.follow {
-        Follow::Sse => follow_stream(ctx, actor, token, &order.id, placed_at).await,
-        Follow::Poll => None,
+        Follow::Sse if streaming => {
+            let follower = ctx.followers.of(account);
+            match follower.wait(&order.id, ctx.drain_deadline).await {
+                Outcome::Ended(o) => end_of(&o, placed_at.elapsed()),
+                Outcome::TimedOut => Some(OrderEnd::Unfinished),
+                Outcome::Lost => None,
+            }
+        }
+        Follow::SsePerOrder => follow_stream(ctx, actor, token, &order.id, placed_at).await,
+        Follow::Sse | Follow::Poll => None,
     };
     let end = match streamed {
         Some(end) => end,
@@ -292,7 +342,11 @@ async fn poll(
         let t = Instant::now();
         let seen = ctx.api.get_order(token, id).await;
         let client_lag = placed_at.elapsed();
-        match seen {
+        // The service says when a pending order is worth asking about again.
+        if let Some(after) = seen.retry_after {
+            wait = after;
+        }
+        match seen.result {
             Ok(o) => {
                 ctx.stats.record(actor.id, Endpoint::GetOrder, t, Ok(()));
                 if let Some(end) = end_of(&o, client_lag) {

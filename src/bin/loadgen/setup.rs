@@ -156,12 +156,14 @@ async fn completed_order(api: &Api, fixtures: &Fixtures) -> anyhow::Result<Strin
     let order = api
         .create_order(&account.token, &[product])
         .await
+        .result
         .map_err(|f| anyhow!("placing the order to read failed: {f}"))?;
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
         let seen = api
             .get_order(&account.token, &order.id)
             .await
+            .result
             .map_err(|f| anyhow!("reading the order failed: {f}"))?;
         if seen.status != "pending" && seen.status != "processing" {
             return Ok(order.id);

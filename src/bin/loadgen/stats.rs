@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 
+use crate::timeline::Timeline;
+
 /// Shards: more than the cores we will ever see here, few enough that merging is free.
 const SHARDS: usize = 32;
 /// Highest latency the histograms track without saturating: one minute, in microseconds.
@@ -29,6 +31,8 @@ pub enum Endpoint {
     GetOrder,
     /// Opening an order's status stream (to its answer's head).
     OrderEvents,
+    /// Opening (once per account) the stream of all the account's orders.
+    UserEvents,
     Login,
 }
 
@@ -41,6 +45,7 @@ impl Endpoint {
             Endpoint::CreateOrder => "POST /api/orders",
             Endpoint::GetOrder => "GET /api/orders/{id}",
             Endpoint::OrderEvents => "GET /api/orders/{id}/events",
+            Endpoint::UserEvents => "GET /api/orders/events",
             Endpoint::Login => "POST /api/auth/login",
         }
     }
@@ -54,6 +59,7 @@ impl Endpoint {
             Endpoint::CreateOrder => "create_order",
             Endpoint::GetOrder => "get_order",
             Endpoint::OrderEvents => "order_events",
+            Endpoint::UserEvents => "user_events",
             Endpoint::Login => "login",
         }
     }
@@ -209,6 +215,8 @@ pub struct Stats {
     pub failed: AtomicU64,
     /// Open model: iterations whose intended start fell in the window.
     pub arrivals: AtomicU64,
+    /// Second by second, with `--timeline` (warm-up and drain included).
+    pub timeline: Option<Timeline>,
 }
 
 impl Stats {
@@ -220,7 +228,14 @@ impl Stats {
             sent: AtomicU64::new(0),
             failed: AtomicU64::new(0),
             arrivals: AtomicU64::new(0),
+            timeline: None,
         }
+    }
+
+    /// Also keeps the run second by second.
+    pub fn with_timeline(mut self, timeline: Timeline) -> Self {
+        self.timeline = Some(timeline);
+        self
     }
 
     /// Whether something that started at `t` belongs to the measurement.
@@ -256,6 +271,9 @@ impl Stats {
         if outcome.is_err() {
             self.failed.fetch_add(1, Ordering::Relaxed);
         }
+        if let (Some(t), Endpoint::CreateOrder) = (&self.timeline, endpoint) {
+            t.answer(started, &outcome);
+        }
         if !self.in_window(started) {
             return;
         }
@@ -279,6 +297,9 @@ impl Stats {
 
     /// Records how an order counted by `order_created` ended.
     pub fn order_ended(&self, key: usize, started: Instant, end: OrderEnd) {
+        if let (Some(t), OrderEnd::Completed { server_lag, .. }) = (&self.timeline, end) {
+            t.lag(started, server_lag);
+        }
         if !self.in_window(started) {
             return;
         }
