@@ -42,7 +42,9 @@ impl Accounts for MongoStore {
     /// per user.
     async fn find_users(&self, ids: &[Id]) -> StoreResult<Vec<Option<User>>> {
         let oids: Vec<_> = ids.iter().map(|id| id.object_id()).collect();
-        let found = super::find_by_ids(&self.users, &oids, |d: &UserDoc| d.id).await?;
+        let found = self
+            .find_by_ids(&self.users, &oids, |d: &UserDoc| d.id)
+            .await?;
         // A user asked for twice is answered twice.
         oids.iter()
             .map(|oid| match found.get(oid) {

@@ -58,6 +58,8 @@ mod indexes;
 mod insert_batcher;
 mod notifications;
 mod orders;
+mod orders_by_id;
+mod point_access;
 mod purge_clock;
 mod retention;
 mod write_lock;
@@ -78,6 +80,7 @@ use crate::store::{StoreHealth, StoreResult};
 use documents::*;
 use errors::{db_error, redact, BACKEND};
 use insert_batcher::InsertBatcher;
+use point_access::Lookups;
 use purge_clock::PurgeClock;
 use write_lock::Writes;
 
@@ -110,6 +113,9 @@ pub struct MongoStore {
     /// Straight through, or serialised on servers whose updates are not atomic (FerretDB 1.x,
     /// see the module comment).
     writes: Writes,
+    /// Whether the server finds documents by any indexed filter or by `_id` alone
+    /// (`point_access`).
+    lookups: Lookups,
     /// Concurrent orders' inserts, sent together (`insert_batcher`).
     order_inserts: InsertBatcher,
 }
@@ -174,6 +180,13 @@ impl MongoStore {
             idempotency: db.collection(idempotency::COLLECTION),
             outbox: db.collection("outbox"),
             db,
+            // The one server known to need serialised writes (FerretDB 1.x) is also the one
+            // that looks documents up by `_id` alone.
+            lookups: if writes.serialised() {
+                Lookups::ByIdOnly
+            } else {
+                Lookups::Indexed
+            },
             ttl_indexes: true,
             idempotency_purges: PurgeClock::new(idempotency::PURGE_EVERY),
             legacy_idempotency: false,
@@ -279,25 +292,6 @@ where
         .try_collect()
         .await
         .map_err(db_error)
-}
-
-/// The documents with these ids, by id, in one `find` (ids not found are simply absent).
-async fn find_by_ids<D>(
-    coll: &Collection<D>,
-    ids: &[bson::oid::ObjectId],
-    id_of: fn(&D) -> bson::oid::ObjectId,
-) -> StoreResult<std::collections::HashMap<bson::oid::ObjectId, D>>
-where
-    D: DeserializeOwned + Send + Sync,
-{
-    let docs: Vec<D> = coll
-        .find(doc! { "_id": { "$in": ids } })
-        .await
-        .map_err(db_error)?
-        .try_collect()
-        .await
-        .map_err(db_error)?;
-    Ok(docs.into_iter().map(|d| (id_of(&d), d)).collect())
 }
 
 #[cfg(test)]
