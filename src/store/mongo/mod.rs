@@ -37,8 +37,10 @@
 //! two concurrent updates of one document can both pass their filter, and the last write wins
 //! whole. Against it the store sends one write at a time among all the processes sharing the
 //! database, under a lease on a lock document (`write_lock`: one acquisition per batch of
-//! writes, and never a write without it), and says so at connect; reads stay concurrent. On
-//! MongoDB every write goes straight through.
+//! writes, and never an update without it), and says so at connect; reads stay concurrent, and
+//! so do inserts of new documents and deletes by `_id`, which it applies whole. It also finds
+//! documents by `_id` alone without a scan, so there the hot paths read and write by `_id`
+//! (`point_access`, `orders_by_id`). On MongoDB every write goes straight through.
 //!
 //! Layout: one file per trait of `crate::store` (`accounts`, `catalogue`, `orders`,
 //! `idempotency`), each holding that aggregate's queries; beside them what they share: the
@@ -118,7 +120,15 @@ pub struct MongoStore {
     lookups: Lookups,
     /// Concurrent orders' inserts, sent together (`insert_batcher`).
     order_inserts: InsertBatcher,
+    /// Users read for emails lately. Nothing changes a user once registered (no route edits
+    /// or deletes one), so a copy is as good as a read: a customer ordering again is not read
+    /// again for each email. Bounded in size and age.
+    recent_users: moka::sync::Cache<crate::domain::Id, crate::domain::User>,
 }
+
+/// Bounds of `recent_users`: one entry per active customer, a few hundred bytes each.
+const RECENT_USERS: u64 = 10_000;
+const RECENT_USERS_FOR: Duration = Duration::from_secs(600);
 
 impl std::fmt::Debug for MongoStore {
     // Only the database name: the client's options hold the credentials.
@@ -191,6 +201,10 @@ impl MongoStore {
             idempotency_purges: PurgeClock::new(idempotency::PURGE_EVERY),
             legacy_idempotency: false,
             writes,
+            recent_users: moka::sync::Cache::builder()
+                .max_capacity(RECENT_USERS)
+                .time_to_live(RECENT_USERS_FOR)
+                .build(),
         };
         store.ttl_indexes = store.create_indexes().await?;
         store.legacy_idempotency = store.has_legacy_idempotency().await?;
@@ -212,6 +226,15 @@ impl MongoStore {
     /// atomic (FerretDB 1.x).
     pub fn serialises_writes(&self) -> bool {
         self.writes.serialised()
+    }
+
+    /// Runs an insert of new documents, or a delete by `_id`: no lock needed on any server
+    /// (see `Writes::run_whole`).
+    async fn write_whole<F, T>(&self, op: F) -> Result<T, mongodb::error::Error>
+    where
+        F: IntoFuture<Output = Result<T, mongodb::error::Error>>,
+    {
+        self.writes.run_whole(op).await
     }
 
     /// Runs one write as the server needs it (see `write_lock`).

@@ -358,7 +358,7 @@ impl Orders for MongoStore {
             return Ok(());
         }
         let ids: Vec<_> = order_ids.iter().map(|id| id.object_id()).collect();
-        self.write(self.outbox.delete_many(doc! { "_id": { "$in": ids } }))
+        self.write_whole(self.outbox.delete_many(doc! { "_id": { "$in": ids } }))
             .await
             .map_err(db_error)?;
         Ok(())
@@ -385,7 +385,7 @@ impl Orders for MongoStore {
                 .filter(|id| !pending.contains(id))
                 .collect();
             if !settled.is_empty() {
-                self.write(self.outbox.delete_many(doc! { "_id": { "$in": settled } }))
+                self.write_whole(self.outbox.delete_many(doc! { "_id": { "$in": settled } }))
                     .await
                     .map_err(db_error)?;
             }
