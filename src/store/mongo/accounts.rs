@@ -23,7 +23,7 @@ impl Accounts for MongoStore {
             password_hash: user.password_hash.clone(),
             created_at: bson_time(user.created_at),
         };
-        self.write_whole(self.users.insert_one(&d))
+        self.write(self.users.insert_one(&d))
             .await
             .map_err(db_error)?;
         Ok(())
@@ -87,7 +87,7 @@ impl Accounts for MongoStore {
             revoked: session.revoked,
             created_at: bson_time(session.created_at),
         };
-        self.write_whole(self.sessions.insert_one(&d))
+        self.write(self.sessions.insert_one(&d))
             .await
             .map_err(db_error)?;
         Ok(())

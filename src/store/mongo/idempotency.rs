@@ -105,7 +105,7 @@ impl Idempotency for MongoStore {
         // else, so a few passes settle any race.
         for _ in 0..SAVE_ATTEMPTS {
             match self
-                .write_whole(self.idempotency.insert_one(&fresh))
+                .write(self.idempotency.insert_one(&fresh))
                 .await
                 .map_err(db_error)
             {

@@ -121,7 +121,7 @@ async fn bounded<W, T>(target: &Target, write: W, count: usize) -> StoreResult<V
 where
     W: std::future::IntoFuture<Output = Result<T, mongodb::error::Error>>,
 {
-    let write = async move { Ok(target.writes.run_whole(write).await) };
+    let write = async move { Ok(target.writes.run(write).await) };
     let bound = crate::deadline::backend_timeout();
     crate::deadline::within(BACKEND, bound, write)
         .await

@@ -37,8 +37,7 @@
 //! two concurrent updates of one document can both pass their filter, and the last write wins
 //! whole. Against it the store sends one write at a time among all the processes sharing the
 //! database, under a lease on a lock document (`write_lock`: one acquisition per batch of
-//! writes, and never an update without it), and says so at connect; reads stay concurrent, and
-//! so do inserts of new documents and deletes by `_id`, which it applies whole. It also finds
+//! writes, and never a write without it), and says so at connect; reads stay concurrent. It also finds
 //! documents by `_id` alone without a scan, so there the hot paths read and write by `_id`
 //! (`point_access`, `orders_by_id`). On MongoDB every write goes straight through.
 //!
@@ -226,15 +225,6 @@ impl MongoStore {
     /// atomic (FerretDB 1.x).
     pub fn serialises_writes(&self) -> bool {
         self.writes.serialised()
-    }
-
-    /// Runs an insert of new documents, or a delete by `_id`: no lock needed on any server
-    /// (see `Writes::run_whole`).
-    async fn write_whole<F, T>(&self, op: F) -> Result<T, mongodb::error::Error>
-    where
-        F: IntoFuture<Output = Result<T, mongodb::error::Error>>,
-    {
-        self.writes.run_whole(op).await
     }
 
     /// Runs one write as the server needs it (see `write_lock`).

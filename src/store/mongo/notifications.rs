@@ -92,7 +92,7 @@ impl MongoStore {
     ) -> StoreResult<bool> {
         let claim = claim_doc(order_id, status, bson_time(Utc::now()));
         match self
-            .write_whole(self.claims().insert_one(&claim))
+            .write(self.claims().insert_one(&claim))
             .await
             .map_err(db_error)
         {
@@ -126,7 +126,7 @@ impl MongoStore {
             .map(|&(order_id, status)| claim_doc(order_id, status, now))
             .collect();
         let result = self
-            .write_whole(self.claims().insert_many(&docs).ordered(false))
+            .write(self.claims().insert_many(&docs).ordered(false))
             .await;
         let outcomes = insert_many_outcomes(result, docs.len())?;
         let answers = join_all(claims.iter().zip(&outcomes).map(

@@ -239,7 +239,9 @@ impl Orders for MongoStore {
     /// One `updateMany` and one `find` for the whole batch instead of a `findAndModify` per
     /// order. The update stamps the orders it moves with a fresh token (`movedBy`), so the read
     /// tells each order's outcome apart: moved by this batch, or refused (as it is). Transitions
-    /// that return stock go one by one, since each carries its own return.
+    /// that return stock go one by one, since each carries its own return. On FerretDB, which
+    /// would scan every order for both, a point read each and one update of one `_id` per
+    /// statement (`orders_by_id`).
     async fn transition_orders(
         &self,
         ids: &[Id],
@@ -358,7 +360,7 @@ impl Orders for MongoStore {
             return Ok(());
         }
         let ids: Vec<_> = order_ids.iter().map(|id| id.object_id()).collect();
-        self.write_whole(self.outbox.delete_many(doc! { "_id": { "$in": ids } }))
+        self.write(self.outbox.delete_many(doc! { "_id": { "$in": ids } }))
             .await
             .map_err(db_error)?;
         Ok(())
@@ -385,7 +387,7 @@ impl Orders for MongoStore {
                 .filter(|id| !pending.contains(id))
                 .collect();
             if !settled.is_empty() {
-                self.write_whole(self.outbox.delete_many(doc! { "_id": { "$in": settled } }))
+                self.write(self.outbox.delete_many(doc! { "_id": { "$in": settled } }))
                     .await
                     .map_err(db_error)?;
             }

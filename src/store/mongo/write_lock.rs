@@ -11,11 +11,11 @@
 //!   task per process ever contends for the shared lease. The lease is kept while writers are
 //!   queued behind the one finishing, for at most `MAX_HOLD`, then given back so that other
 //!   processes get their turn; under load one insert and one delete cover many writes.
-//! - **Never an update without it.** A lease that can not be had within `LOCK_PATIENCE`, or a
-//!   lock command that fails, fails the write as `Unavailable` (a 503 `unavailable` to the
-//!   client): an unserialised update on this server can oversell or lose a transition. Inserts
-//!   of new documents and deletes by `_id` are applied whole, so they go without it
-//!   ([`Writes::run_whole`]), as do reads.
+//! - **Never a write without it.** A lease that can not be had within `LOCK_PATIENCE`, or a lock
+//!   command that fails, fails the write as `Unavailable` (a 503 `unavailable` to the client):
+//!   an unserialised write on this server can oversell or lose a transition. Inserts and
+//!   deletes by `_id` would be safe without it, but measured worse (BENCHMARKS.md, "Real
+//!   backends"): queued behind the lock they form batches, and SQLite then sees one writer.
 //! - **Renewed while held, judged by the holder's own clock.** The holder counts its lease from
 //!   the monotonic instant *before* it sent the command that took or renewed it, and sends no
 //!   write once half the lease has gone by without a renewal. While one write is in flight
@@ -94,19 +94,6 @@ impl Writes {
     /// True when writes are serialised because the server's updates are not atomic.
     pub(super) fn serialised(&self) -> bool {
         self.lock.is_some()
-    }
-
-    /// Runs a write that inserts whole new documents or deletes documents by `_id`, and nothing
-    /// else. Every server applies those atomically, FerretDB 1.x too: its read-then-write
-    /// hazard is in updates, while a row is added or removed whole, a duplicate `_id` (or other
-    /// unique key) is refused by SQLite's own constraint, and an update racing with the delete
-    /// of its document writes nothing. So they do not wait for the lock, nor hold it up for
-    /// the conditional writes that need it.
-    pub(super) async fn run_whole<F, T>(&self, op: F) -> Result<T, mongodb::error::Error>
-    where
-        F: IntoFuture<Output = Result<T, mongodb::error::Error>>,
-    {
-        op.await
     }
 
     /// Runs one write; alone among the writes of every process when the server needs that, and
