@@ -5,6 +5,9 @@
 #
 #   start_real_backends DIR LOGDIR mongodb redis sqs ses    # any subset
 #
+# BENCH_FERRETDB_HANDLER=postgresql puts FerretDB on its production storage, a PostgreSQL
+# server started here (Debian's `postgresql`), instead of SQLite.
+#
 # Every server started is recorded in `backend_pids`, for the caller's cleanup.
 
 backend_pids=()
@@ -57,6 +60,37 @@ start_moto() {
     AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench
 }
 
+# start_postgres DIR LOGDIR: FerretDB's production storage, Debian's `postgresql` server on a free
+# port with a throwaway data directory (trust authentication on loopback only). PostgreSQL
+# refuses to run as root, so it runs as the `postgres` user the package creates.
+postgres_port=""
+postgres_pid=""
+start_postgres() {
+  local bindir
+  bindir="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)"
+  [ -x "$bindir/postgres" ] || { echo "bench/run: no PostgreSQL server (apt-get install postgresql)" >&2; return 1; }
+  local as=()
+  [ "$(id -u)" = 0 ] && as=(runuser -u postgres --)
+  mkdir -p "$1" && chmod 700 "$1"
+  [ "$(id -u)" = 0 ] && chown postgres "$1"
+  "${as[@]}" "$bindir/initdb" -D "$1" -U postgres -A trust --no-sync >"$2/postgres-init.log" 2>&1 || {
+    echo "bench/run: initdb failed (see $2/postgres-init.log)" >&2; return 1; }
+  postgres_port="$(free_port)"
+  # fsync stays on: the comparison is with a durable SQLite (FerretDB's default).
+  "${as[@]}" "$bindir/postgres" -D "$1" -p "$postgres_port" -c listen_addresses=127.0.0.1 \
+    -c unix_socket_directories="$1" >"$2/postgres.log" 2>&1 &
+  postgres_pid=$!
+  backend_pids+=($!)
+  wait_for_port "$postgres_port" PostgreSQL || return 1
+  for _ in $(seq 1 100); do
+    "${as[@]}" "$bindir/psql" -h 127.0.0.1 -p "$postgres_port" -U postgres -qc 'CREATE DATABASE ferretdb' \
+      >/dev/null 2>&1 && return 0
+    sleep 0.1
+  done
+  echo "bench/run: could not create FerretDB's database in PostgreSQL" >&2
+  return 1
+}
+
 start_real_backends() {
   local dir="$1" logs="$2"; shift 2
   mkdir -p "$dir"
@@ -70,7 +104,12 @@ start_real_backends() {
         # server's side (bench/real-orders.sh), so builds without a command counter compare too.
         ferretdb_debug="127.0.0.1:$(free_port)"
         mkdir -p "$dir/ferretdb"
-        "$bin" --handler=sqlite --sqlite-url="file:$dir/ferretdb/" --listen-addr="127.0.0.1:$port" \
+        local storage=(--handler=sqlite --sqlite-url="file:$dir/ferretdb/")
+        if [ "${BENCH_FERRETDB_HANDLER:-sqlite}" = postgresql ]; then
+          start_postgres "$dir/postgres" "$logs" || return 1
+          storage=(--handler=postgresql --postgresql-url="postgres://postgres@127.0.0.1:$postgres_port/ferretdb")
+        fi
+        "$bin" "${storage[@]}" --listen-addr="127.0.0.1:$port" \
           --state-dir="$dir/ferretdb" --debug-addr="$ferretdb_debug" --telemetry=disable --log-level=warn \
           >"$logs/ferretdb.log" 2>&1 &
         backend_pids+=($!)

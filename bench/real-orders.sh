@@ -17,6 +17,14 @@ ticks() {
   [ -n "$1" ] && [ -r "/proc/$1/stat" ] || { echo 0; return; }
   sed 's/^.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'
 }
+# postgres_ticks: the CPU of PostgreSQL's server and of its live backends (FerretDB's storage
+# with BENCH_FERRETDB_HANDLER=postgresql; 0 otherwise).
+postgres_ticks() {
+  [ -n "$postgres_pid" ] || { echo 0; return; }
+  local sum=0 pid
+  for pid in "$postgres_pid" $(pgrep -P "$postgres_pid"); do sum=$((sum + $(ticks "$pid"))); done
+  echo "$sum"
+}
 # ferretdb_commands: the commands FerretDB says it was sent, but the driver's connection
 # monitoring (hello), whatever build sent them.
 ferretdb_commands() {
@@ -36,6 +44,7 @@ round_trips() {
     done
     echo "ferretdb_commands=$(ferretdb_commands)"
     echo "ferretdb_ticks=$(ticks "$ferretdb_pid")"
+    echo "postgres_ticks=$(postgres_ticks)"
     echo "service_ticks=$(ticks "$service_pid")"
     echo "at=$(date +%s.%N)"
   } >"$1"
@@ -72,7 +81,7 @@ ferret_cpu_s="$(calc "%.3f" "$(delta ferretdb_ticks) / $hz")"
 row() { printf '%-58s %17s   %s\n' "$1" "$2" "$3"; }
 {
   echo
-  echo "order-service on real backends ($backends_label): closed model, $order_users users," \
+  echo "order-service on real backends ($backends_label; FerretDB on ${BENCH_FERRETDB_HANDLER:-sqlite}): closed model, $order_users users," \
     "${duration} s after ${warmup} s warm-up, $(nproc) cores shared by everything"
   echo
   row "measure" "result" "target"
@@ -91,6 +100,10 @@ row() { printf '%-58s %17s   %s\n' "$1" "$2" "$3"; }
   row "service CPU ms per order" "$(calc "%.1f" "($orders_done > 0 ? 1000 * $(delta service_ticks) / $hz / $orders_done : 0)")" ""
   row "FerretDB CPU % of one core (phase and drain)" "$(calc "%.0f" "100 * $ferret_cpu_s / $elapsed")" ""
   row "FerretDB CPU ms per command" "$(calc "%.2f" "($mongo_all > 0 ? 1000 * $ferret_cpu_s / $mongo_all : 0)")" ""
+  if [ -n "$postgres_pid" ]; then
+    pg_cpu_s="$(calc "%.3f" "$(delta postgres_ticks) / $hz")"
+    row "PostgreSQL CPU % of one core / ms per command" "$(calc "%.0f" "100 * $pg_cpu_s / $elapsed") / $(calc "%.2f" "($mongo_all > 0 ? 1000 * $pg_cpu_s / $mongo_all : 0)")" ""
+  fi
   echo
   echo "orders counted: $orders_done (the phase's warm-up included, after the worker drained them)"
   echo

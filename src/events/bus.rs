@@ -32,6 +32,11 @@ pub const BUFFER: usize = 256;
 /// its interval together.
 const DEDUPE_WINDOW: Duration = Duration::from_secs(5);
 
+/// How long the bus keeps an order's latest event for a stream opened just after it (see
+/// [`Bus::latest`]): a client opens its stream within milliseconds of the `201`; short, since
+/// at thousands of changes a second every second kept is thousands of events held.
+const RECENT_WINDOW: Duration = Duration::from_secs(2);
+
 /// What a subscriber follows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Topic {
@@ -55,6 +60,25 @@ struct Inner {
     last_rank: HashMap<Id, (u8, Instant)>,
     /// `last_rank`'s entries by age, to forget them after [`DEDUPE_WINDOW`].
     ages: VecDeque<(Instant, Id)>,
+    /// Per order: the latest event passed on, for [`RECENT_WINDOW`].
+    recent: HashMap<Id, (Arc<OrderEvent>, Instant)>,
+    /// `recent`'s entries by age.
+    recent_ages: VecDeque<(Instant, Id)>,
+}
+
+impl Inner {
+    /// Forgets the latest events older than [`RECENT_WINDOW`].
+    fn forget_old_events(&mut self, now: Instant) {
+        while let Some(&(at, id)) = self.recent_ages.front() {
+            if now.duration_since(at) < RECENT_WINDOW {
+                break;
+            }
+            self.recent_ages.pop_front();
+            if self.recent.get(&id).is_some_and(|(_, seen)| *seen == at) {
+                self.recent.remove(&id);
+            }
+        }
+    }
 }
 
 #[derive(Default)]
@@ -144,6 +168,9 @@ impl Bus {
         }
         inner.last_rank.insert(event.order_id, (event.id.rank, now));
         inner.ages.push_back((now, event.order_id));
+        inner.forget_old_events(now);
+        inner.recent.insert(event.order_id, (event.clone(), now));
+        inner.recent_ages.push_back((now, event.order_id));
 
         let mut dropped = 0;
         if let Some(slots) = inner.by_order.get_mut(&event.order_id) {
@@ -164,6 +191,16 @@ impl Bus {
             metrics::counter!(ORDER_EVENT_SUBSCRIBERS_DROPPED_TOTAL).increment(dropped as u64);
         }
         true
+    }
+
+    /// The latest event this bus passed on for the order, if that was less than
+    /// [`RECENT_WINDOW`] ago: the state a stream opened right after an order was placed or
+    /// changed starts from, instead of a store read. It is the newest this process knows; a
+    /// change after it reaches a stream subscribed before asking.
+    pub fn latest(&self, order_id: Id) -> Option<Arc<OrderEvent>> {
+        let mut inner = self.inner.lock().expect("bus lock");
+        inner.forget_old_events(Instant::now());
+        inner.recent.get(&order_id).map(|(event, _)| event.clone())
     }
 
     /// Ends every stream (after what each holds) and refuses new ones: at shutdown, so open
@@ -253,6 +290,20 @@ mod tests {
         assert_eq!(sub.rx.try_recv().unwrap().id.rank, 1);
         assert_eq!(sub.rx.try_recv().unwrap().id.rank, 2);
         assert!(sub.rx.try_recv().is_err());
+    }
+
+    #[test]
+    fn the_latest_event_passed_on_is_kept_for_a_stream_opened_just_after() {
+        let bus = Bus::new();
+        let (order, user) = (Id::new(), Id::new());
+        let _someone = bus.subscribe(Topic::Everyone);
+        assert!(bus.latest(order).is_none());
+        bus.publish(event(order, user, 0));
+        bus.publish(event(order, user, 1));
+        // A late, older change is not news and does not replace the newer one.
+        bus.publish(event(order, user, 0));
+        assert_eq!(bus.latest(order).unwrap().id.rank, 1);
+        assert!(bus.latest(Id::new()).is_none());
     }
 
     #[test]

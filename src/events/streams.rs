@@ -135,17 +135,25 @@ impl Streams {
         last: Option<EventId>,
     ) -> Result<Feed, AppError> {
         let subscription = self.bus.subscribe(Topic::Order(order_id));
-        let order = backend_call("store", "find_order", self.orders.find_order(order_id))
-            .await?
-            .filter(|o| o.user_id == principal.user_id || principal.is_admin())
-            .ok_or(AppError::NotFound("order"))?;
-        let now = EventId::of(&order);
+        // Opened right after the order was placed or changed (the usual case: a client follows
+        // the order it was just answered `201` for), the bus has its state: no store read.
+        let current = match self.bus.latest(order_id) {
+            Some(event) => event,
+            None => backend_call("store", "find_order", self.orders.find_order(order_id))
+                .await?
+                .map(|order| Arc::new(OrderEvent::new(&order)))
+                .ok_or(AppError::NotFound("order"))?,
+        };
+        if current.user_id != principal.user_id && !principal.is_admin() {
+            return Err(AppError::NotFound("order"));
+        }
+        let now = current.id;
         let mut backlog = VecDeque::new();
         let (sent_rank, done) = match last {
             // The client has this state (or a later one it can not have): nothing to repeat.
-            Some(last) if last >= now => (Some(now.rank), order.status.is_terminal()),
+            Some(last) if last >= now => (Some(now.rank), current.is_terminal()),
             _ => {
-                backlog.push_back(Arc::new(OrderEvent::new(&order)));
+                backlog.push_back(current);
                 (None, false)
             }
         };

@@ -38,18 +38,25 @@ impl Accounts for MongoStore {
             .transpose()
     }
 
-    /// One `find` by `_id` for all of them (the recipients of a batch's emails), instead of one
-    /// per user.
+    /// The recipients of a batch's emails: those read in the last minutes from memory (see
+    /// `recent_users`), the rest in one `find` by `_id` (a point read each on FerretDB).
     async fn find_users(&self, ids: &[Id]) -> StoreResult<Vec<Option<User>>> {
-        let oids: Vec<_> = ids.iter().map(|id| id.object_id()).collect();
-        let found = super::find_by_ids(&self.users, &oids, |d: &UserDoc| d.id).await?;
-        // A user asked for twice is answered twice.
-        oids.iter()
-            .map(|oid| match found.get(oid) {
-                Some(d) => user_from_doc(d.clone()).map(Some),
-                None => Ok(None),
-            })
-            .collect()
+        let unknown: Vec<_> = ids
+            .iter()
+            .filter(|id| !self.recent_users.contains_key(*id))
+            .map(|id| id.object_id())
+            .collect();
+        if !unknown.is_empty() {
+            let found = self
+                .find_by_ids(&self.users, &unknown, |d: &UserDoc| d.id)
+                .await?;
+            for d in found.into_values() {
+                let user = user_from_doc(d)?;
+                self.recent_users.insert(user.id, user);
+            }
+        }
+        // A user asked for twice is answered twice; one not found is `None`.
+        Ok(ids.iter().map(|id| self.recent_users.get(id)).collect())
     }
 
     async fn find_user_by_email(&self, email: &Email) -> StoreResult<Option<User>> {

@@ -28,7 +28,7 @@ const RESERVE_ATTEMPTS: usize = 5;
 
 impl MongoStore {
     async fn find_products(&self, ids: &[ObjectId]) -> StoreResult<HashMap<ObjectId, Product>> {
-        super::find_by_ids(&self.products, ids, |d: &ProductDoc| d.id)
+        self.find_by_ids(&self.products, ids, |d: &ProductDoc| d.id)
             .await?
             .into_iter()
             .map(|(id, d)| Ok((id, product_from_doc(d)?)))

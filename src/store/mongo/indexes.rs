@@ -37,61 +37,49 @@ impl MongoStore {
             .create_index(index(doc! { "email": 1 }, "users_email", true))
             .await
             .map_err(db_error)?;
-        self.products
-            .create_index(index(
-                doc! { "createdAt": 1, "_id": 1 },
-                "products_by_age",
-                false,
-            ))
-            .await
-            .map_err(db_error)?;
+        self.secondary_index(
+            &self.products,
+            doc! { "createdAt": 1, "_id": 1 },
+            "products_by_age",
+        )
+        .await?;
         // The hold sweeper's range over the entries' times (see `holds`): only products with a
         // stale hold are read. Multikey; holds live for a batch, so it stays small.
-        self.products
-            .create_index(index(doc! { "holds": 1 }, "products_holds", false))
-            .await
-            .map_err(db_error)?;
-        self.orders
-            .create_index(index(
-                doc! { "userId": 1, "createdAt": -1, "_id": -1 },
-                "orders_by_user",
-                false,
-            ))
-            .await
-            .map_err(db_error)?;
+        self.secondary_index(&self.products, doc! { "holds": 1 }, "products_holds")
+            .await?;
+        self.secondary_index(
+            &self.orders,
+            doc! { "userId": 1, "createdAt": -1, "_id": -1 },
+            "orders_by_user",
+        )
+        .await?;
         // An admin's look through the orders in one status, newest first; through its status
         // prefix also the search for stranded orders and interrupted stock returns (and, for
         // the move at connect, pending orders flagged by earlier versions).
-        self.orders
-            .create_index(index(
-                doc! { "status": 1, "createdAt": -1, "_id": -1 },
-                "orders_by_status",
-                false,
-            ))
-            .await
-            .map_err(db_error)?;
+        self.secondary_index(
+            &self.orders,
+            doc! { "status": 1, "createdAt": -1, "_id": -1 },
+            "orders_by_status",
+        )
+        .await?;
         // Earlier versions kept the outbox as a flag on orders, indexed here; the outbox has
         // its own collection now, and an index the queries no longer use still costs every
         // order write. Gone already is fine.
         let _ = self.orders.drop_index("orders_outbox").await;
         // Status streams' (`crate::events`): the changes since an event id, everyone's and
         // one user's.
-        self.orders
-            .create_index(index(
-                doc! { "updatedAt": 1, "_id": 1 },
-                "orders_by_change",
-                false,
-            ))
-            .await
-            .map_err(db_error)?;
-        self.orders
-            .create_index(index(
-                doc! { "userId": 1, "updatedAt": 1, "_id": 1 },
-                "orders_by_user_change",
-                false,
-            ))
-            .await
-            .map_err(db_error)?;
+        self.secondary_index(
+            &self.orders,
+            doc! { "updatedAt": 1, "_id": 1 },
+            "orders_by_change",
+        )
+        .await?;
+        self.secondary_index(
+            &self.orders,
+            doc! { "userId": 1, "updatedAt": 1, "_id": 1 },
+            "orders_by_user_change",
+        )
+        .await?;
         self.notifications
             .create_index(index(
                 doc! { "orderId": 1, "status": 1 },
@@ -101,18 +89,14 @@ impl MongoStore {
             .await
             .map_err(db_error)?;
         // The email sweeper's search: unsent claims, oldest first.
-        self.notifications
-            .create_index(index(
-                doc! { "sent": 1, "claimedAt": 1 },
-                "notifications_unsent",
-                false,
-            ))
-            .await
-            .map_err(db_error)?;
-        self.outbox
-            .create_index(index(doc! { "createdAt": 1 }, "outbox_by_age", false))
-            .await
-            .map_err(db_error)?;
+        self.secondary_index(
+            &self.notifications,
+            doc! { "sent": 1, "claimedAt": 1 },
+            "notifications_unsent",
+        )
+        .await?;
+        self.secondary_index(&self.outbox, doc! { "createdAt": 1 }, "outbox_by_age")
+            .await?;
 
         let idempotency_ttl = self
             .ttl_index(
@@ -140,6 +124,29 @@ impl MongoStore {
             )
             .await?;
         Ok(idempotency_ttl && sessions_ttl && notifications_ttl)
+    }
+
+    /// A non-unique index, made only where queries use one. A server that finds documents by
+    /// `_id` alone (FerretDB 1.x, see `point_access`) uses none for a query, and would pay for
+    /// it at every write of the collection: there it is not made, and one an earlier version
+    /// made is dropped.
+    async fn secondary_index<D: Send + Sync>(
+        &self,
+        coll: &Collection<D>,
+        keys: Document,
+        name: &str,
+    ) -> StoreResult<()> {
+        if self.by_id_only() {
+            // Absent already is the usual answer, and fine.
+            let _ = coll.drop_index(name).await;
+            return Ok(());
+        }
+        let model = IndexModel::builder()
+            .keys(keys)
+            .options(IndexOptions::builder().name(name.to_owned()).build())
+            .build();
+        coll.create_index(model).await.map_err(db_error)?;
+        Ok(())
     }
 
     /// A TTL index on `field`; when the server refuses TTL indexes (FerretDB 1.x answers
@@ -177,15 +184,8 @@ impl MongoStore {
                  email records are ignored and purged by the service instead"
             );
         }
-        let plain = IndexModel::builder()
-            .keys(doc! { field: 1 })
-            .options(
-                IndexOptions::builder()
-                    .name(format!("{name}_plain"))
-                    .build(),
-            )
-            .build();
-        coll.create_index(plain).await.map_err(db_error)?;
+        self.secondary_index(coll, doc! { field: 1 }, &format!("{name}_plain"))
+            .await?;
         Ok(false)
     }
 }

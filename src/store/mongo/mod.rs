@@ -40,8 +40,9 @@
 //! two concurrent updates of one document can both pass their filter, and the last write wins
 //! whole. Against it the store sends one write at a time among all the processes sharing the
 //! database, under a lease on a lock document (`write_lock`: one acquisition per batch of
-//! writes, and never a write without it), and says so at connect; reads stay concurrent. On
-//! MongoDB every write goes straight through.
+//! writes, and never a write without it), and says so at connect; reads stay concurrent. It also finds
+//! documents by `_id` alone without a scan, so there the hot paths read and write by `_id`
+//! (`point_access`, `orders_by_id`). On MongoDB every write goes straight through.
 //!
 //! Layout: one file per trait of `crate::store` (`accounts`, `catalogue`, `orders`,
 //! `idempotency`), each holding that aggregate's queries; beside them what they share: the
@@ -62,6 +63,8 @@ mod indexes;
 mod insert_batcher;
 mod notifications;
 mod orders;
+mod orders_by_id;
+mod point_access;
 mod purge_clock;
 mod retention;
 mod write_lock;
@@ -82,6 +85,7 @@ use crate::store::{StoreHealth, StoreResult};
 use documents::*;
 use errors::{db_error, redact, BACKEND};
 use insert_batcher::InsertBatcher;
+use point_access::Lookups;
 use purge_clock::PurgeClock;
 use write_lock::Writes;
 
@@ -114,9 +118,20 @@ pub struct MongoStore {
     /// Straight through, or serialised on servers whose updates are not atomic (FerretDB 1.x,
     /// see the module comment).
     writes: Writes,
+    /// Whether the server finds documents by any indexed filter or by `_id` alone
+    /// (`point_access`).
+    lookups: Lookups,
     /// Concurrent orders' inserts, sent together (`insert_batcher`).
     order_inserts: InsertBatcher,
+    /// Users read for emails lately. Nothing changes a user once registered (no route edits
+    /// or deletes one), so a copy is as good as a read: a customer ordering again is not read
+    /// again for each email. Bounded in size and age.
+    recent_users: moka::sync::Cache<crate::domain::Id, crate::domain::User>,
 }
+
+/// Bounds of `recent_users`: one entry per active customer, a few hundred bytes each.
+const RECENT_USERS: u64 = 10_000;
+const RECENT_USERS_FOR: Duration = Duration::from_secs(600);
 
 impl std::fmt::Debug for MongoStore {
     // Only the database name: the client's options hold the credentials.
@@ -178,10 +193,21 @@ impl MongoStore {
             idempotency: db.collection(idempotency::COLLECTION),
             outbox: db.collection("outbox"),
             db,
+            // The one server known to need serialised writes (FerretDB 1.x) is also the one
+            // that looks documents up by `_id` alone.
+            lookups: if writes.serialised() {
+                Lookups::ByIdOnly
+            } else {
+                Lookups::Indexed
+            },
             ttl_indexes: true,
             idempotency_purges: PurgeClock::new(idempotency::PURGE_EVERY),
             legacy_idempotency: false,
             writes,
+            recent_users: moka::sync::Cache::builder()
+                .max_capacity(RECENT_USERS)
+                .time_to_live(RECENT_USERS_FOR)
+                .build(),
         };
         store.ttl_indexes = store.create_indexes().await?;
         store.legacy_idempotency = store.has_legacy_idempotency().await?;
@@ -283,25 +309,6 @@ where
         .try_collect()
         .await
         .map_err(db_error)
-}
-
-/// The documents with these ids, by id, in one `find` (ids not found are simply absent).
-async fn find_by_ids<D>(
-    coll: &Collection<D>,
-    ids: &[bson::oid::ObjectId],
-    id_of: fn(&D) -> bson::oid::ObjectId,
-) -> StoreResult<std::collections::HashMap<bson::oid::ObjectId, D>>
-where
-    D: DeserializeOwned + Send + Sync,
-{
-    let docs: Vec<D> = coll
-        .find(doc! { "_id": { "$in": ids } })
-        .await
-        .map_err(db_error)?
-        .try_collect()
-        .await
-        .map_err(db_error)?;
-    Ok(docs.into_iter().map(|d| (id_of(&d), d)).collect())
 }
 
 #[cfg(test)]

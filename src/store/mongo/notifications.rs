@@ -16,7 +16,6 @@ use bson::doc;
 use bson::oid::ObjectId;
 use chrono::{DateTime, Utc};
 use futures_util::future::join_all;
-use futures_util::TryStreamExt;
 use mongodb::options::ReturnDocument;
 use mongodb::Collection;
 use serde::{Deserialize, Serialize};
@@ -208,28 +207,18 @@ impl MongoStore {
             return Ok(before);
         }
         let keys: Vec<String> = claims.iter().map(|&(o, s)| key(o, s)).collect();
-        let found: Vec<ClaimDoc> = self
-            .claims()
-            .find(doc! { "_id": { "$in": &keys } })
-            .await
-            .map_err(db_error)?
-            .try_collect()
-            .await
-            .map_err(db_error)?;
-        let updated = self
-            .write(self.claims().update_many(
-                doc! { "_id": { "$in": &keys } },
-                doc! { "$set": { "sent": true, "expiresAt": bson_time(keep_until) } },
-            ))
-            .await
-            .map_err(db_error)?;
+        let found = self
+            .find_by_ids(self.claims(), &keys, |d: &ClaimDoc| d.id.clone())
+            .await?;
+        let update = doc! { "$set": { "sent": true, "expiresAt": bson_time(keep_until) } };
+        let matched = self.update_by_ids(self.claims(), &keys, update).await?;
         let mut before = Vec::with_capacity(claims.len());
         for (&(order_id, status), key) in claims.iter().zip(&keys) {
-            match found.iter().find(|d| &d.id == key) {
+            match found.get(key) {
                 Some(d) => before.push(d.sent),
                 // Not there at the read: written as sent now (unless the update's count says
                 // every claim was found after all).
-                None if updated.matched_count < keys.len() as u64 => before.push(
+                None if matched < keys.len() as u64 => before.push(
                     self.mark_one_notification_sent(order_id, status, now, keep_until)
                         .await?,
                 ),

@@ -17,6 +17,7 @@ use futures_util::TryStreamExt;
 use super::bulk::insert_many_outcomes;
 use super::documents::*;
 use super::errors::db_error;
+use super::orders_by_id::Conditional;
 use super::{find_page, find_sorted, MongoStore};
 use crate::domain::{Id, Order, OrderStatus, PageRequest};
 use crate::error::BackendError;
@@ -136,19 +137,32 @@ impl Orders for MongoStore {
             // survives a crash before the stock is back (see `return_order_stock`).
             set.insert("stockReturned", false);
         }
-        let moved = self
-            .write(
-                self.orders
-                    .find_one_and_update(
-                        doc! { "_id": id.object_id(), "status": from.as_str() },
-                        doc! { "$set": set },
-                    )
-                    .return_document(ReturnDocument::After),
-            )
-            .await
-            .map_err(db_error)?;
+        let moved = if self.by_id_only() {
+            self.set_if_status_by_id(id.object_id(), from, set).await?
+        } else {
+            let moved = self
+                .write(
+                    self.orders
+                        .find_one_and_update(
+                            doc! { "_id": id.object_id(), "status": from.as_str() },
+                            doc! { "$set": set },
+                        )
+                        .return_document(ReturnDocument::After),
+                )
+                .await
+                .map_err(db_error)?;
+            match moved {
+                Some(doc) => Conditional::Moved(doc),
+                None => Conditional::Refused(
+                    self.orders
+                        .find_one(doc! { "_id": id.object_id() })
+                        .await
+                        .map_err(db_error)?,
+                ),
+            }
+        };
         match moved {
-            Some(doc) => {
+            Conditional::Moved(doc) => {
                 if to.returns_stock() {
                     // On error the order has moved but its stock is not all back: the caller
                     // sees the error (the step it asked for is unfinished), and its retry,
@@ -157,12 +171,7 @@ impl Orders for MongoStore {
                 }
                 Ok(TransitionOutcome::Moved(order_from_doc(doc)?))
             }
-            None => {
-                let current = self
-                    .orders
-                    .find_one(doc! { "_id": id.object_id() })
-                    .await
-                    .map_err(db_error)?;
+            Conditional::Refused(current) => {
                 // A caller retrying a transition whose stock return was cut short finishes it
                 // here; the per-product claims make that safe alongside any other attempt.
                 if let Some(doc) = current.as_ref().filter(|d| d.stock_returned == Some(false)) {
@@ -178,7 +187,9 @@ impl Orders for MongoStore {
     /// One `updateMany` and one `find` for the whole batch instead of a `findAndModify` per
     /// order. The update stamps the orders it moves with a fresh token (`movedBy`), so the read
     /// tells each order's outcome apart: moved by this batch, or refused (as it is). Transitions
-    /// that return stock go one by one, since each carries its own return.
+    /// that return stock go one by one, since each carries its own return. On FerretDB, which
+    /// would scan every order for both, a point read each and one update of one `_id` per
+    /// statement (`orders_by_id`).
     async fn transition_orders(
         &self,
         ids: &[Id],
@@ -193,15 +204,31 @@ impl Orders for MongoStore {
             )
             .await;
         }
-        let token = ObjectId::new();
         let oids: Vec<ObjectId> = ids.iter().map(|id| id.object_id()).collect();
+        if self.by_id_only() {
+            let set = doc! { "status": to.as_str(), "updatedAt": bson_time(now) };
+            let outcomes = self.set_each_if_status_by_id(&oids, from, set).await?;
+            return outcomes
+                .into_iter()
+                .map(|outcome| match outcome {
+                    Conditional::Moved(d) => order_from_doc(d).map(TransitionOutcome::Moved),
+                    Conditional::Refused(d) => d
+                        .map(order_from_doc)
+                        .transpose()
+                        .map(TransitionOutcome::Refused),
+                })
+                .collect();
+        }
+        let token = ObjectId::new();
         self.write(self.orders.update_many(
             doc! { "_id": { "$in": &oids }, "status": from.as_str() },
             doc! { "$set": { "status": to.as_str(), "updatedAt": bson_time(now), "movedBy": token } },
         ))
         .await
         .map_err(db_error)?;
-        let mut found = super::find_by_ids(&self.orders, &oids, |d: &OrderDoc| d.id).await?;
+        let mut found = self
+            .find_by_ids(&self.orders, &oids, |d: &OrderDoc| d.id)
+            .await?;
         oids.iter()
             .map(|oid| {
                 let Some(d) = found.remove(oid) else {
@@ -358,6 +385,9 @@ impl MongoStore {
     async fn pending_among(&self, ids: &[ObjectId]) -> StoreResult<HashSet<ObjectId>> {
         if ids.is_empty() {
             return Ok(HashSet::new());
+        }
+        if self.by_id_only() {
+            return self.pending_among_by_id(ids).await;
         }
         let filter = doc! { "_id": { "$in": ids }, "status": OrderStatus::Pending.as_str() };
         let found = self.order_ids(filter, doc! {}, ids.len() as u32).await?;

@@ -13,7 +13,9 @@
 //!   processes get their turn; under load one insert and one delete cover many writes.
 //! - **Never a write without it.** A lease that can not be had within `LOCK_PATIENCE`, or a lock
 //!   command that fails, fails the write as `Unavailable` (a 503 `unavailable` to the client):
-//!   an unserialised write on this server can oversell or lose a transition.
+//!   an unserialised write on this server can oversell or lose a transition. Inserts and
+//!   deletes by `_id` would be safe without it, but measured worse (BENCHMARKS.md, "Real
+//!   backends"): queued behind the lock they form batches, and SQLite then sees one writer.
 //! - **Renewed while held, judged by the holder's own clock.** The holder counts its lease from
 //!   the monotonic instant *before* it sent the command that took or renewed it, and sends no
 //!   write once half the lease has gone by without a renewal. While one write is in flight
