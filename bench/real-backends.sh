@@ -72,7 +72,12 @@ start_postgres() {
   local as=()
   [ "$(id -u)" = 0 ] && as=(runuser -u postgres --)
   mkdir -p "$1" && chmod 700 "$1"
-  [ "$(id -u)" = 0 ] && chown postgres "$1"
+  if [ "$(id -u)" = 0 ]; then
+    chown postgres "$1"
+    # The postgres user must reach its directory through the bench's private ones.
+    local up; up="$(dirname "$1")"
+    while [ "$up" != / ] && [ "$up" != "${TMPDIR:-/tmp}" ]; do chmod o+x "$up"; up="$(dirname "$up")"; done
+  fi
   "${as[@]}" "$bindir/initdb" -D "$1" -U postgres -A trust --no-sync >"$2/postgres-init.log" 2>&1 || {
     echo "bench/run: initdb failed (see $2/postgres-init.log)" >&2; return 1; }
   postgres_port="$(free_port)"

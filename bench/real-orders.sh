@@ -22,7 +22,11 @@ ticks() {
 postgres_ticks() {
   [ -n "$postgres_pid" ] || { echo 0; return; }
   local sum=0 pid
-  for pid in "$postgres_pid" $(pgrep -P "$postgres_pid"); do sum=$((sum + $(ticks "$pid"))); done
+  # The server and every process below it (it forks a backend per connection).
+  for pid in $(ps -e -o pid=,ppid= | awk -v root="$postgres_pid" '
+      { parent[$1] = $2 } END { for (p in parent) { q = p; while (q in parent && q != root) q = parent[q]; if (q == root) print p } }'); do
+    sum=$((sum + $(ticks "$pid")))
+  done
   echo "$sum"
 }
 # ferretdb_commands: the commands FerretDB says it was sent, but the driver's connection
