@@ -156,11 +156,9 @@ impl OrderActor {
             Ok(()) => {}
             Err(BackendError::Duplicate) => {
                 // A concurrent request with the same idempotency key stored it first: our
-                // reservation is a second one, held by no order, so it goes back (without
-                // holding up the answer).
-                let this = self.clone();
-                let lines = msg.lines.clone();
-                actix::spawn(async move { this.release(lines, hold).await });
+                // reservation is a second one, held by no order, so it goes back before the
+                // answer (the stock reads right at once); the sweeper does it if this fails.
+                self.release(msg.lines.clone(), hold).await;
                 if let Some(existing) =
                     backend_call("store", "find_order", self.orders.find_order(order_id)).await?
                 {

@@ -47,14 +47,15 @@ const CUSTOMERS: usize = 6;
 /// Stock of the products: two that never sell out, one that does (then 409s).
 const STOCKS: [i64; 3] = [1_000_000, 1_000_000, 40];
 
-/// Off by default until two known defects are fixed, because it fails on both (never loosened):
-/// (b) a stock reservation whose reply is lost (reset, proxy down, squeezed past
-/// `BACKEND_TIMEOUT`) is neither counted nor given back, so stock leaks (see
-/// `MongoStore::try_reserve`); (c) an email claimed and never sent is lost (at most once; the
-/// `ops` branch makes it at least once). Run it with `-- --ignored chaos::`; see RELIABILITY.md.
+/// Off by default while (c) does not hold on every run of the fixed seed (never loosened): (b)
+/// holds since stock holds, and most of (c)'s duplicates are gone since a sender marks its own
+/// sends again, but on a busy machine about one run in two still has a few duplicates (a
+/// process stopped, SIGTERM or SIGKILL, after a send while the store stays out of reach past
+/// the claim's lease) or a missing email (a completion whose message was dead-lettered before
+/// its email was claimed). Run it with `-- --ignored chaos::`; see RELIABILITY.md.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[serial(heavy)]
-#[ignore = "fails on (b) lost reservation replies and (c) at-most-once emails: see RELIABILITY.md"]
+#[ignore = "(c) fails on about one run in two on a busy machine: see RELIABILITY.md"]
 async fn a_seeded_fault_campaign_keeps_every_promise() {
     let seed = std::env::var("CHAOS_SEED")
         .ok()
