@@ -15,6 +15,17 @@
 //!   lag at about `backlog / worker throughput`, and once the workers drain it below the bound
 //!   creations are admitted again: the service recovers by itself when the spike passes.
 //!
+//! The backlog's bound follows the workers' pace: at most [`QUEUE_LAG_TARGET`] of what they
+//! took off the queue per second lately (never below [`MIN_BACKLOG_BOUND`], never above
+//! `MAX_QUEUE_BACKLOG`). A fixed count alone meant a lag of `count / throughput`: 2,000 waiting
+//! on this machine's ~1,200 orders/s under overload was a lag of 1.7–2 s for every order
+//! admitted, and after the spike at 90 % of capacity the workers gain only a tenth of their
+//! pace on it, so the lag stayed over a second for tens of seconds. Bounded by time instead,
+//! an admitted order waits about half a second however fast the workers are, and the moment the
+//! spike passes the lag is already normal. (With several API processes on one queue each counts
+//! only its own admissions, so it sees the workers slower than they are and sheds a little
+//! early: the safe side.)
+//!
 //! The backlog is observed, not counted here: the queue's own depth, read every
 //! [`crate::actors::backlog::probe_interval`] by the API process (the workers may be other
 //! processes). An observation that could not be made (the queue is down) is forgotten rather
@@ -22,10 +33,17 @@
 //! still accepted into the outbox, bounded by the in-flight limit.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 /// No observation of the backlog (none yet, or the last probe failed).
 const UNKNOWN: u64 = u64::MAX;
+
+/// How long an admitted order should wait in the queue at most, at the workers' recent pace.
+pub const QUEUE_LAG_TARGET: Duration = Duration::from_millis(500);
+/// The backlog bound never goes below this (unless `MAX_QUEUE_BACKLOG` is lower): while the
+/// workers keep up their pace is only the arrival rate, and a burst must not be shed for it.
+pub const MIN_BACKLOG_BOUND: u64 = 200;
 
 #[derive(Debug)]
 pub struct Admission {
@@ -35,6 +53,19 @@ pub struct Admission {
     backlog: AtomicU64,
     /// `None`: the backlog is not bounded (`MAX_QUEUE_BACKLOG=0`).
     backlog_limit: Option<u64>,
+    /// The bound in force: from the workers' pace, within `MIN_BACKLOG_BOUND..=backlog_limit`.
+    backlog_bound: AtomicU64,
+    /// Creations admitted so far: with two readings of the depth, what the workers took.
+    admitted: AtomicU64,
+    pace: Mutex<Pace>,
+}
+
+/// The workers' pace, from the last reading of the depth (only the probe touches it).
+#[derive(Debug, Default)]
+struct Pace {
+    last: Option<(u64, u64)>,
+    /// Messages taken off the queue per second, smoothed over a few readings.
+    per_sec: f64,
 }
 
 /// One admitted creation; it leaves when dropped, however its future ends.
@@ -67,6 +98,9 @@ impl Admission {
             limit: limit.max(1),
             backlog: AtomicU64::new(UNKNOWN),
             backlog_limit: (backlog_limit > 0).then_some(backlog_limit),
+            backlog_bound: AtomicU64::new(backlog_limit.min(MIN_BACKLOG_BOUND)),
+            admitted: AtomicU64::new(0),
+            pace: Mutex::new(Pace::default()),
         })
     }
 
@@ -75,26 +109,55 @@ impl Admission {
         self.backlog_limit.is_some()
     }
 
-    /// The queue's depth as just read, or `None` when it could not be read.
-    pub fn observe_backlog(&self, waiting: Option<u64>) {
+    /// The queue's depth as just read, `since` the reading before, or `None` when it could not
+    /// be read (then the pace is measured afresh from the next two readings).
+    pub fn observe_backlog(&self, waiting: Option<u64>, since: Duration) {
         self.backlog
             .store(waiting.unwrap_or(UNKNOWN), Ordering::Relaxed);
+        let Some(limit) = self.backlog_limit else {
+            return;
+        };
+        let admitted = self.admitted.load(Ordering::Relaxed);
+        let mut pace = self.pace.lock().unwrap_or_else(PoisonError::into_inner);
+        if let (Some(now), Some((before, admitted_before))) = (waiting, pace.last) {
+            // What was waiting, plus what was added, minus what waits now: what was taken.
+            let taken = (before + admitted.saturating_sub(admitted_before)).saturating_sub(now);
+            let per_sec = taken as f64 / since.as_secs_f64().max(1e-3);
+            pace.per_sec = if pace.per_sec == 0.0 {
+                per_sec
+            } else {
+                0.5 * pace.per_sec + 0.5 * per_sec
+            };
+        }
+        pace.last = waiting.map(|w| (w, admitted));
+        let by_pace = (pace.per_sec * QUEUE_LAG_TARGET.as_secs_f64()) as u64;
+        self.backlog_bound
+            .store(by_pace.max(MIN_BACKLOG_BOUND).min(limit), Ordering::Relaxed);
+    }
+
+    /// The backlog bound in force now (`None`: unbounded).
+    pub fn backlog_bound(&self) -> Option<u64> {
+        self.backlog_limit
+            .map(|_| self.backlog_bound.load(Ordering::Relaxed))
     }
 
     /// A permit if both bounds allow one more, else which bound sheds it.
     pub fn try_admit(self: &Arc<Self>) -> Result<Permit, Shed> {
-        if let Some(limit) = self.backlog_limit {
+        if self.backlog_limit.is_some() {
             let waiting = self.backlog.load(Ordering::Relaxed);
-            if waiting != UNKNOWN && waiting >= limit {
+            if waiting != UNKNOWN && waiting >= self.backlog_bound.load(Ordering::Relaxed) {
                 return Err(Shed::Backlog);
             }
         }
-        self.in_flight
+        let permit = self
+            .in_flight
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
                 (n < self.limit).then_some(n + 1)
             })
             .map(|_| Permit(self.clone()))
-            .map_err(|_| Shed::InFlight)
+            .map_err(|_| Shed::InFlight)?;
+        self.admitted.fetch_add(1, Ordering::Relaxed);
+        Ok(permit)
     }
 }
 
@@ -121,21 +184,23 @@ mod tests {
         );
     }
 
+    const TICK: Duration = Duration::from_millis(200);
+
     #[test]
     fn sheds_while_the_backlog_is_at_its_bound_and_admits_once_it_drains() {
         let admission = Admission::new(100, 10);
         assert!(admission.try_admit().is_ok(), "nothing observed yet");
-        admission.observe_backlog(Some(10));
+        admission.observe_backlog(Some(10), TICK);
         assert_eq!(admission.try_admit().unwrap_err(), Shed::Backlog);
-        admission.observe_backlog(Some(9));
+        admission.observe_backlog(Some(9), TICK);
         assert!(admission.try_admit().is_ok());
     }
 
     #[test]
     fn a_failed_observation_is_forgotten_not_kept() {
         let admission = Admission::new(100, 10);
-        admission.observe_backlog(Some(50));
-        admission.observe_backlog(None);
+        admission.observe_backlog(Some(50), TICK);
+        admission.observe_backlog(None, TICK);
         assert!(admission.try_admit().is_ok());
     }
 
@@ -143,7 +208,35 @@ mod tests {
     fn an_unbounded_backlog_never_sheds() {
         let admission = Admission::new(100, 0);
         assert!(!admission.watches_backlog());
-        admission.observe_backlog(Some(1_000_000));
+        admission.observe_backlog(Some(1_000_000), TICK);
         assert!(admission.try_admit().is_ok());
+        assert_eq!(admission.backlog_bound(), None);
+    }
+
+    #[test]
+    fn the_bound_is_half_a_second_of_what_the_workers_took() {
+        let admission = Admission::new(10_000, 5_000);
+        assert_eq!(admission.backlog_bound(), Some(MIN_BACKLOG_BOUND));
+        admission.observe_backlog(Some(100), TICK);
+        // 100 waiting, 400 more admitted, 300 waiting 200 ms later: 200 taken, 1,000/s.
+        for _ in 0..400 {
+            drop(admission.try_admit().expect("under the floor"));
+        }
+        admission.observe_backlog(Some(300), TICK);
+        assert_eq!(admission.backlog_bound(), Some(500));
+        // Workers that stop: the bound falls, never below its floor.
+        for _ in 0..10 {
+            admission.observe_backlog(Some(300), TICK);
+        }
+        assert_eq!(admission.backlog_bound(), Some(MIN_BACKLOG_BOUND));
+        assert_eq!(admission.try_admit().unwrap_err(), Shed::Backlog);
+    }
+
+    #[test]
+    fn the_bound_never_exceeds_the_configured_one() {
+        let admission = Admission::new(10_000, 300);
+        admission.observe_backlog(Some(5_000), TICK);
+        admission.observe_backlog(Some(0), TICK);
+        assert_eq!(admission.backlog_bound(), Some(300));
     }
 }

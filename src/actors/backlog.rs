@@ -29,8 +29,11 @@ pub fn watch(queue: Arc<dyn Queue>, admission: Arc<Admission>, every: Duration) 
     actix::spawn(async move {
         let mut ticks = tokio::time::interval(every);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last = tokio::time::Instant::now();
         loop {
             ticks.tick().await;
+            let since = last.elapsed();
+            last = tokio::time::Instant::now();
             let waiting = backend_call("queue", "depth", queue.depth())
                 .await
                 .ok()
@@ -38,7 +41,7 @@ pub fn watch(queue: Arc<dyn Queue>, admission: Arc<Admission>, every: Duration) 
             if let Some(waiting) = waiting {
                 metrics::gauge!(QUEUE_BACKLOG_OBSERVED).set(waiting as f64);
             }
-            admission.observe_backlog(waiting);
+            admission.observe_backlog(waiting, since);
         }
     });
 }
