@@ -1,6 +1,7 @@
 //! The email sweeper: sends the status emails whose claim was never marked sent once the claim
-//! is stale (`EMAIL_RESEND_AFTER`): the sender died between claim and mark, its send failed and
-//! the claim was given back, or its release failed too. Every process runs it; each email is
+//! is stale (`EMAIL_RESEND_AFTER`): the sender died between claim and mark (or between a claim
+//! made ahead of a change and the change, see `claim_ahead`), its send failed and the claim was
+//! given back, or its release failed too. Every process runs it; each email is
 //! taken over by one conditional write, so two sweepers never send the same one. A pass sends
 //! a few at a time and stops at a throttled send, giving back what it claimed and did not send,
 //! so a mailer over its sending rate is not pressed harder.
@@ -12,7 +13,7 @@ use std::time::Duration;
 use actix::prelude::*;
 use futures_util::future::join_all;
 
-use super::notify::Sent;
+use super::notify::{recipient, Sent};
 use super::OrderActor;
 use crate::domain::{Id, OrderStatus};
 use crate::error::AppError;
@@ -67,12 +68,7 @@ impl OrderActor {
             if outcomes.contains(&Sent::Deferred { throttled: true }) {
                 tracing::warn!("the mailer is over its sending rate; the email sweeper waits for its next pass");
                 for &(order_id, status) in chunks.by_ref().flatten() {
-                    let _ = backend_call(
-                        "store",
-                        "release_notification",
-                        self.orders.release_notification(order_id, status),
-                    )
-                    .await;
+                    self.release_claim(order_id, status).await;
                 }
                 break;
             }
@@ -92,23 +88,27 @@ impl OrderActor {
         for (&(order_id, status), order) in claims.iter().zip(orders) {
             match order? {
                 Some(order) if order.status == status => due.push(order),
-                // The order is gone or moved on (emails are only claimed for terminal statuses,
-                // which never change): nothing true is left to tell. The claim is closed so
-                // that it is not picked up on every pass.
+                // Claimed ahead of a change that has not happened yet (`claim_ahead`): the
+                // order is still on its way, by a redelivery or the stranded-order sweeper.
+                // The claim stays, taken over by this pass, and is looked at again a lease on.
+                Some(order) if !order.status.is_terminal() => {
+                    tracing::info!(order_id = %order_id, status = status.as_str(), now = order.status.as_str(), "email claimed ahead of a status change still to come; looking again later");
+                    outcomes.push(Sent::Deferred { throttled: false });
+                }
+                // The order is gone, or ended in another status (a claim made ahead of a change
+                // that was refused): a terminal status never changes, so nothing true is left
+                // to tell. The claim is closed so that it is not picked up on every pass.
                 other => {
-                    tracing::error!(order_id = %order_id, status = status.as_str(), now = ?other.map(|o| o.status), "unsent email for an order no longer in that status; not sent");
+                    tracing::info!(order_id = %order_id, status = status.as_str(), now = ?other.map(|o| o.status), "email claimed for a status the order never reached; closed unsent");
                     to_close.push((order_id, status));
                     outcomes.push(Sent::Done);
                 }
             }
         }
         let user_ids: Vec<Id> = due.iter().map(|o| o.user_id).collect();
-        let users = backend_call("store", "find_users", self.accounts.find_users(&user_ids)).await;
+        let users = self.recipients(&user_ids).await;
         let sends = due.iter().enumerate().map(|(i, order)| {
-            let user = users
-                .as_ref()
-                .map(|found| found[i].clone())
-                .map_err(Clone::clone);
+            let user = recipient(&users, i);
             async move {
                 tracing::warn!(order_id = %order.id, status = order.status.as_str(), "sending an email that was claimed and never marked sent");
                 let sent = self.send_claimed(order, user, None).await;

@@ -107,29 +107,33 @@ impl OrderActor {
                 action: "cancelled",
             });
         }
-        let cancelled = match self
+        // The email is claimed first: a cancellation that stands always has one to send. When
+        // the claim can not be made, nothing is cancelled and the caller may try again.
+        let claims = self.claim_ahead(&[&order], OrderStatus::Cancelled).await?;
+        let outcome = match self
             .transition(order.id, OrderStatus::Pending, OrderStatus::Cancelled, None)
-            .await?
+            .await
         {
-            TransitionOutcome::Moved(o) => o,
-            TransitionOutcome::Refused(now) => {
-                let current = now.map_or(order.status, |o| o.status);
-                return Err(AppError::InvalidTransition {
-                    current,
-                    action: "cancelled",
-                });
+            Ok(outcome) => outcome,
+            Err(e) => {
+                claims.give_back(&self).await;
+                return Err(e);
             }
         };
-        if self
-            .notify(&cancelled, Some(msg.request_id.clone()))
-            .await
-            .is_err()
-        {
-            // The cancellation stands; a worker will send the email from the queue.
-            if let Err(e) = self.enqueue(cancelled.id, Some(msg.request_id)).await {
-                tracing::error!(error = %e, order_id = %cancelled.id, "cancellation email could not be scheduled");
+        let (cancelled, now) = match outcome {
+            TransitionOutcome::Moved(o) => (Ok(o.clone()), o),
+            TransitionOutcome::Refused(now) => {
+                let now = now.unwrap_or(order);
+                let refused = AppError::InvalidTransition {
+                    current: now.status,
+                    action: "cancelled",
+                };
+                (Err(refused), now)
             }
-        }
-        Ok(cancelled)
+        };
+        claims
+            .tell(&self, &[(&now, Some(msg.request_id.clone()))])
+            .await;
+        cancelled
     }
 }

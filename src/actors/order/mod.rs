@@ -4,16 +4,17 @@
 //! Delivery is at-least-once, so processing is written to be repeatable: a message means "look
 //! at this order and do what is due". Each status change is a conditional update on the stored
 //! status (a duplicate or late message finds nothing to move), stock is returned inside the
-//! transition that fails or cancels the order, and each email is claimed per status before it
-//! is sent and marked sent after.
+//! transition that fails or cancels the order, and each email is claimed per status before the
+//! change it tells of (`claim_ahead`), sent after it, and marked sent.
 //!
 //! The actor's state and its handlers are here; each job has a file: `place` (reserve, store,
 //! queue; idempotency keys), `reads` (order reads through the cache), `lifecycle` (conditional
 //! transitions, cancellation), `process` (queue deliveries, giving up), `notify` (emails, at
-//! least once per status), `email_sweeper` (emails claimed and never marked sent), `outbox`
+//! least once per status), `claim_ahead` (each terminal change's email claimed before it), `email_sweeper` (emails claimed and never marked sent), `outbox`
 //! (resending orders never confirmed on the queue) and `stranded` (orders that lost their
 //! message).
 
+mod claim_ahead;
 mod email_sweeper;
 mod lifecycle;
 mod notify;

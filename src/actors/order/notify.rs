@@ -35,6 +35,24 @@ const MARK_RETRY_LEASES: u32 = 4;
 /// How long a delivery waits for its marks at most (half a lease when that is shorter).
 const MARK_RETRY_INLINE: std::time::Duration = std::time::Duration::from_secs(30);
 
+/// The customers of a batch of emails, in the batch's order (`None`: no such user).
+pub(super) type Recipients = Result<Vec<Option<User>>, BackendError>;
+
+/// The customer at `i` of a recipients lookup, or the lookup's error.
+pub(super) fn recipient(users: &Recipients, i: usize) -> Result<Option<User>, BackendError> {
+    users
+        .as_ref()
+        .map(|found| found[i].clone())
+        .map_err(Clone::clone)
+}
+
+/// An email this caller has claimed, with what it takes to send it.
+pub(super) struct ClaimedEmail<'a> {
+    pub(super) order: &'a Order,
+    pub(super) request_id: Option<String>,
+    pub(super) user: Result<Option<User>, BackendError>,
+}
+
 /// What became of one claimed email.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Sent {
@@ -46,16 +64,6 @@ pub(super) enum Sent {
 }
 
 impl OrderActor {
-    /// Emails the customer about the order's current (terminal) status, once per status.
-    pub(super) async fn notify(
-        &self,
-        order: &Order,
-        request_id: Option<String>,
-    ) -> Result<(), AppError> {
-        let mut outcomes = self.notify_all(&[(order, request_id)]).await;
-        outcomes.pop().expect("one outcome per order")
-    }
-
     /// Emails each customer about their order's current (terminal) status, once per status; one
     /// outcome per order, in order. The claims (one write) and the recipients (one read) are
     /// asked for together. `Err` only when the claims could not be made: the caller's delivery
@@ -70,47 +78,80 @@ impl OrderActor {
         let oldest = now - chrono_duration(self.emails.record_retention);
         let claims: Vec<_> = orders.iter().map(|(o, _)| (o.id, o.status)).collect();
         let user_ids: Vec<_> = orders.iter().map(|(o, _)| o.user_id).collect();
-        let (claimed, users) = tokio::join!(
-            backend_call(
-                "store",
-                "claim_notifications",
-                self.orders
-                    .claim_notifications(&claims, self.stale_before()),
-            ),
-            backend_call("store", "find_users", self.accounts.find_users(&user_ids)),
-        );
+        let (claimed, users) = tokio::join!(self.claim_emails(&claims), self.recipients(&user_ids));
         let claimed = match claimed {
             Ok(claimed) => claimed,
-            Err(e) => return vec![Err(e.into()); orders.len()],
+            Err(e) => return vec![Err(e); orders.len()],
         };
-        // Each send answers the claim to close (sent, or not to be sent), if any; the marks
-        // then go to the store together, one write for the batch.
-        let sends =
-            orders
-                .iter()
-                .zip(claimed)
-                .enumerate()
-                .map(|(i, ((order, request_id), claimed))| {
-                    let user = users
-                        .as_ref()
-                        .map(|found| found[i].clone())
-                        .map_err(Clone::clone);
-                    async move {
-                        if !claimed {
-                            return None;
-                        }
-                        if order.updated_at < oldest {
-                            // Claimed only because its record is gone: closed, not sent.
-                            return Some((order.id, order.status));
-                        }
-                        let sent = self.send_claimed(order, user, request_id.clone()).await;
-                        (sent == Sent::Done).then_some((order.id, order.status))
-                    }
-                });
+        let mut expired = Vec::new();
+        let mut due = Vec::new();
+        for (i, ((order, request_id), claimed)) in orders.iter().zip(claimed).enumerate() {
+            if !claimed {
+                continue;
+            }
+            if order.updated_at < oldest {
+                // Claimed only because its record is gone: closed, not sent.
+                expired.push((order.id, order.status));
+                continue;
+            }
+            due.push(ClaimedEmail {
+                order,
+                request_id: request_id.clone(),
+                user: recipient(&users, i),
+            });
+        }
+        let (_, ()) = tokio::join!(self.close_claims(&expired), self.send_and_close(due));
+        vec![Ok(()); orders.len()]
+    }
+
+    /// Claims the status emails of `claims` (one store write); true where this caller won.
+    pub(super) async fn claim_emails(
+        &self,
+        claims: &[(Id, OrderStatus)],
+    ) -> Result<Vec<bool>, AppError> {
+        if claims.is_empty() {
+            return Ok(Vec::new());
+        }
+        let claimed = backend_call(
+            "store",
+            "claim_notifications",
+            self.orders.claim_notifications(claims, self.stale_before()),
+        )
+        .await?;
+        Ok(claimed)
+    }
+
+    /// The customers of `user_ids` (one store read), for the emails about to be sent.
+    pub(super) async fn recipients(&self, user_ids: &[Id]) -> Recipients {
+        if user_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        backend_call("store", "find_users", self.accounts.find_users(user_ids)).await
+    }
+
+    /// Sends the claimed emails at once, then closes the claims of those that went out in one
+    /// store write (`close_claims`); one that could not be sent was given back to the sweeper.
+    pub(super) async fn send_and_close(&self, emails: Vec<ClaimedEmail<'_>>) {
+        let sends = emails.into_iter().map(|email| async move {
+            let sent = self
+                .send_claimed(email.order, email.user, email.request_id)
+                .await;
+            (sent == Sent::Done).then_some((email.order.id, email.order.status))
+        });
         let to_close: Vec<(Id, OrderStatus)> =
             join_all(sends).await.into_iter().flatten().collect();
         self.close_claims(&to_close).await;
-        vec![Ok(()); orders.len()]
+    }
+
+    /// Gives an unsent claim back (best effort): it is stale at once, so the next delivery or
+    /// the sweeper takes it. If this fails too, the claim goes stale by itself.
+    pub(super) async fn release_claim(&self, order_id: Id, status: OrderStatus) {
+        let _ = backend_call(
+            "store",
+            "release_notification",
+            self.orders.release_notification(order_id, status),
+        )
+        .await;
     }
 
     /// Claims older than this, never marked sent, are taken over and sent again.
@@ -131,13 +172,7 @@ impl OrderActor {
             Err(e) => {
                 let throttled = matches!(&e, AppError::Unavailable(name) if *name == crate::mail::THROTTLED_MAILER);
                 tracing::warn!(error = %e, order_id = %order.id, "order email not sent; the email sweeper will send it");
-                // If this fails too, the claim goes stale by itself and is sent all the same.
-                let _ = backend_call(
-                    "store",
-                    "release_notification",
-                    self.orders.release_notification(order.id, order.status),
-                )
-                .await;
+                self.release_claim(order.id, order.status).await;
                 Sent::Deferred { throttled }
             }
         }

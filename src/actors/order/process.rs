@@ -83,24 +83,53 @@ impl OrderActor {
             .filter(|(_, o)| o.status == OrderStatus::Processing)
             .map(|(d, _)| *d)
             .collect();
+        // The orders moved to completed here are emailed through the claims made ahead of the
+        // move (`claim_ahead`); the others already terminal (a redelivery, a cancelled order)
+        // through `notify_all`.
+        let mut claimed_ahead: Vec<Id> = Vec::new();
         if !processing.is_empty() {
+            let before: Vec<Order> = orders
+                .iter()
+                .filter(|(_, o)| o.status == OrderStatus::Processing)
+                .map(|(_, o)| o.clone())
+                .collect();
+            let before_refs: Vec<&Order> = before.iter().collect();
             // Processing is where payment capture and fulfilment integrations plug in; today it
             // takes the configured time and the order is complete once its stock is reserved.
-            if !self.processing_time.is_zero() {
-                tokio::time::sleep(self.processing_time).await;
-            }
-            let completed = self
-                .transition_all(&processing, OrderStatus::Processing, OrderStatus::Completed)
+            self.take_processing_time().await;
+            // The completion emails are claimed after the processing, not during it: a worker
+            // that dies mid-processing then leaves no claim behind, and the redelivery that
+            // completes the order wins the claim and emails at once. Claimed during it, the
+            // dead worker's fresh claim would hold the email back for the whole resend lease.
+            let claims = self
+                .claim_ahead(&before_refs, OrderStatus::Completed)
                 .await?;
+            let completed = match self
+                .transition_all(&processing, OrderStatus::Processing, OrderStatus::Completed)
+                .await
+            {
+                Ok(completed) => completed,
+                Err(e) => {
+                    claims.give_back(self).await;
+                    return Err(e);
+                }
+            };
             for order in completed.into_iter().flatten() {
                 if let Some((_, slot)) = orders.iter_mut().find(|(_, o)| o.id == order.id) {
                     *slot = order;
                 }
             }
+            claimed_ahead = before.iter().map(|o| o.id).collect();
+            let now: Vec<(&Order, Option<String>)> = claimed_ahead
+                .iter()
+                .filter_map(|id| orders.iter().find(|(_, o)| o.id == *id))
+                .map(|(d, o)| (o, d.message.request_id.clone()))
+                .collect();
+            claims.tell(self, &now).await;
         }
         let terminal: Vec<(&Order, Option<String>)> = orders
             .iter()
-            .filter(|(_, o)| o.status.is_terminal())
+            .filter(|(_, o)| o.status.is_terminal() && !claimed_ahead.contains(&o.id))
             .map(|(d, o)| (o, d.message.request_id.clone()))
             .collect();
         let emailed = self.notify_all(&terminal).await;
@@ -118,32 +147,62 @@ impl OrderActor {
     }
 
     /// The message failed on its last allowed delivery: the order fails for good, its stock goes
-    /// back and the customer is told. The message itself still goes to the dead-letter queue.
+    /// back and the customer is told (the email claimed first, as for every terminal change).
+    /// When the store can not be reached for that either, the order stays as it is, for the
+    /// stranded-order sweeper. The message itself still goes to the dead-letter queue.
     pub(super) async fn give_up(&self, msg: &ProcessOrder, cause: &AppError) {
         let id = msg.message.order_id;
         let reason = format!("processing failed after {} attempts", msg.receive_count);
         let result = async {
             // A pending order first moves to processing: failed is only reachable from there.
-            let _ = self
+            let order = match self
                 .transition(id, OrderStatus::Pending, OrderStatus::Processing, None)
-                .await?;
-            if let TransitionOutcome::Moved(order) = self
+                .await?
+            {
+                TransitionOutcome::Moved(order) | TransitionOutcome::Refused(Some(order)) => order,
+                TransitionOutcome::Refused(None) => return Ok(()),
+            };
+            if order.status != OrderStatus::Processing {
+                return Ok(());
+            }
+            let claims = self.claim_ahead(&[&order], OrderStatus::Failed).await?;
+            let outcome = match self
                 .transition(
                     id,
                     OrderStatus::Processing,
                     OrderStatus::Failed,
                     Some(&reason),
                 )
-                .await?
+                .await
             {
+                Ok(outcome) => outcome,
+                Err(e) => {
+                    claims.give_back(self).await;
+                    return Err(e);
+                }
+            };
+            if let TransitionOutcome::Moved(_) = &outcome {
                 tracing::error!(order_id = %id, cause = %cause, "order failed");
-                self.notify(&order, msg.message.request_id.clone()).await?;
+            }
+            if let TransitionOutcome::Moved(now) | TransitionOutcome::Refused(Some(now)) = outcome {
+                claims
+                    .tell(self, &[(&now, msg.message.request_id.clone())])
+                    .await;
             }
             Ok::<(), AppError>(())
         }
         .await;
         if let Err(e) = result {
             tracing::error!(order_id = %id, error = %e, "could not mark a failing order failed");
+        }
+    }
+}
+
+impl OrderActor {
+    /// The configured processing time, if any.
+    async fn take_processing_time(&self) {
+        if !self.processing_time.is_zero() {
+            tokio::time::sleep(self.processing_time).await;
         }
     }
 }

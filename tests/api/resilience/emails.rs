@@ -152,3 +152,70 @@ async fn an_email_whose_send_failed_while_ses_and_sqs_were_down_goes_out_once_af
     assert_eq!(counter(&srv, "emails_duplicate_total").await, 0.0);
     assert_eq!(srv.product_stock(&pid).await, 9);
 }
+
+/// Makes the service's database refuse (or accept again) every new status-email claim, as a
+/// store that takes an order's status changes but not the write that follows them would.
+async fn refuse_email_claims(env: &ServerEnv, refuse: bool) {
+    let path = env.data_dir.join("order-service.sqlite3");
+    blocking(move || {
+        let c = rusqlite::Connection::open(path).unwrap();
+        c.busy_timeout(Duration::from_secs(10)).unwrap();
+        let sql = if refuse {
+            "CREATE TRIGGER test_refuse_claims BEFORE INSERT ON order_notifications \
+             BEGIN SELECT RAISE(ABORT, 'claims refused by the test'); END"
+        } else {
+            "DROP TRIGGER test_refuse_claims"
+        };
+        c.execute_batch(sql).unwrap();
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_whose_every_delivery_failed_to_claim_its_email_is_still_emailed_once() {
+    // Two receives per message, redelivered after a second: before, the first delivery
+    // completed the order and then failed to claim its email, the second found it completed and
+    // failed the same way, and the message died. Nothing ever looked at a completed order's
+    // email again: the customer was never told.
+    let env = ServerEnv::embedded(&[
+        ("QUEUE_MAX_RECEIVES", "2"),
+        ("QUEUE_VISIBILITY_TIMEOUT", "1s"),
+        ("ORDER_STUCK_AFTER", "2s"),
+        ("EMAIL_RESEND_AFTER", "2s"),
+    ]);
+    let srv = TestServer::start(env.clone(), "serve").await;
+    let admin = srv.login_admin().await;
+    let pid = str_of(&srv.create_product(&admin, &unique("Untold"), 300, 10).await["id"]);
+    let user = srv.new_user().await;
+    refuse_email_claims(&env, true).await;
+
+    let id = str_of(&srv.place_order(&user, &[(&pid, 3)]).await["id"]);
+    let queue = open_queue(&env, 2);
+    poll_until(
+        RECOVERY_DEADLINE,
+        "the order's message dead-lettered",
+        || async {
+            let depth = queue.depth().await.map_err(|e| e.to_string())?;
+            match depth.dead_letters {
+                0 => Err(format!("{depth:?}")),
+                _ => Ok(()),
+            }
+        },
+    )
+    .await;
+
+    // Healed: the order ends completed, and its customer is told once.
+    refuse_email_claims(&env, false).await;
+    srv.poll_order_status_within(&user, &id, "completed", RECOVERY_DEADLINE)
+        .await;
+    let files = poll_until(RECOVERY_DEADLINE, "the completion email", || async {
+        match email_files_of(&env, &id) {
+            files if files.is_empty() => Err("no email file".to_string()),
+            files => Ok(files),
+        }
+    })
+    .await;
+    assert_eq!(files, vec![format!("order-{id}-completed.eml")]);
+    assert_eq!(counter(&srv, "emails_duplicate_total").await, 0.0);
+    assert_eq!(srv.product_stock(&pid).await, 7);
+}
