@@ -47,19 +47,42 @@ impl Role {
     }
 }
 
-/// Resolves on SIGTERM (orchestrators) or SIGINT (Ctrl-C).
-async fn wait_for_shutdown_signal() {
+/// SIGTERM (orchestrators) and SIGINT (Ctrl-C), listened for from the first moment of `run`.
+/// Until a process listens, a SIGTERM takes the default action and ends it at once, uncleanly:
+/// the chaos campaign's SIGTERM that landed a few milliseconds after a restart ended the worker
+/// by the signal instead of a clean exit. A signal caught before serving ends the start-up;
+/// one caught later, the run (a stream keeps a signal that came before it was awaited).
+struct ShutdownSignal {
     #[cfg(unix)]
-    {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("install the SIGTERM handler");
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = tokio::signal::ctrl_c() => {}
+    term: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    interrupt: tokio::signal::unix::Signal,
+}
+
+impl ShutdownSignal {
+    fn listen() -> anyhow::Result<ShutdownSignal> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            Ok(ShutdownSignal {
+                term: signal(SignalKind::terminate())?,
+                interrupt: signal(SignalKind::interrupt())?,
+            })
         }
+        #[cfg(not(unix))]
+        Ok(ShutdownSignal {})
     }
-    #[cfg(not(unix))]
-    let _ = tokio::signal::ctrl_c().await;
+
+    /// Resolves at the first SIGTERM or SIGINT.
+    async fn recv(&mut self) {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.interrupt.recv() => {}
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }
 
 /// How queue sends are batched: SQS bills per request and answers in milliseconds, so sends
@@ -102,9 +125,18 @@ fn cors(origins: &[String]) -> Cors {
 
 /// Runs the process in `role` until SIGTERM or SIGINT, then shuts down gracefully.
 pub async fn run(config: Config, role: Role) -> anyhow::Result<()> {
+    let mut shutdown = ShutdownSignal::listen()?;
     crate::deadline::set_backend_timeout(config.backend_timeout);
     let prometheus = crate::metrics::install()?;
-    let backends = crate::backends::build(&config).await?;
+    // Connecting may wait for a backend that is down: a signal meanwhile ends the start-up,
+    // cleanly, with nothing yet in flight.
+    let backends = tokio::select! {
+        backends = crate::backends::build(&config) => backends?,
+        () = shutdown.recv() => {
+            tracing::info!("shutdown signal during start-up: exiting before serving");
+            return Ok(());
+        }
+    };
     let kinds = backends.kinds;
     crate::telemetry::spans::set_backend_kinds(kinds);
     metrics::gauge!(
@@ -318,7 +350,7 @@ pub async fn run(config: Config, role: Role) -> anyhow::Result<()> {
     let server = server.run();
     let handle = server.handle();
     actix_web::rt::spawn(async move {
-        wait_for_shutdown_signal().await;
+        shutdown.recv().await;
         tracing::info!("shutdown signal: no new connections; finishing requests in flight");
         // Open status streams would hold the drain for the whole timeout: they end now, and
         // their clients resume elsewhere with Last-Event-ID.

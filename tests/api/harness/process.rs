@@ -121,6 +121,16 @@ impl ServerEnv {
         cmd
     }
 
+    /// The process in `mode`, started and not waited for (its output discarded): for tests of
+    /// what a process does before it serves, such as a signal while it waits for a backend.
+    pub fn spawn_unwaited(&self, mode: &str) -> std::process::Child {
+        self.command(&[mode])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn order-service")
+    }
+
     pub fn mail_dir(&self) -> PathBuf {
         self.data_dir.join("mail")
     }

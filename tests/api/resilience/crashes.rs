@@ -207,3 +207,84 @@ async fn sigterm_finishes_in_flight_work_and_loses_nothing() {
     );
     assert_eq!(srv.product_stock(&pid).await, 10 - 1 - placed.len() as i64);
 }
+
+/// A SIGTERM that reaches a process while it starts (here, waiting for a database that never
+/// answers) ends it cleanly, exit 0, as one that reaches it while it serves does. Before, the
+/// process listened for SIGTERM only once it served, so an orchestrator stopping a process that
+/// was still starting killed it by the signal (the chaos campaign's 10-minute run: a worker
+/// SIGTERMed milliseconds after its restart).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_while_starting_is_a_clean_exit() {
+    // Accepts connections (the kernel's backlog) and never answers: the MongoDB handshake waits.
+    let black_hole = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    // The driver's own wait for a server (3 s by default here) longer than the test too.
+    let uri = format!(
+        "mongodb://{}/orders?serverSelectionTimeoutMS=60000",
+        black_hole.local_addr().expect("address")
+    );
+    let env = ServerEnv::embedded(&[
+        ("MONGODB_URI", uri.as_str()),
+        ("METRICS_PORT", "0"),
+        // Longer than the test: the start-up is still waiting when the signal comes (and the
+        // hold expiry the configuration requires to be three times as long).
+        ("BACKEND_TIMEOUT", "60s"),
+        ("STOCK_HOLD_EXPIRY", "3m"),
+    ]);
+    let mut child = env.spawn_unwaited("worker");
+    let pid = child.id();
+    // Until the process has a handler for SIGTERM (bit 15 of the caught-signals mask): a
+    // signal before that takes the default action whatever the service does.
+    poll_until(
+        Duration::from_secs(20),
+        "the starting process to catch SIGTERM",
+        || async {
+            let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+                .map_err(|e| e.to_string())?;
+            let caught = status
+                .lines()
+                .find_map(|l| l.strip_prefix("SigCgt:"))
+                .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
+                .ok_or("no SigCgt line")?;
+            if caught & (1 << (libc::SIGTERM - 1)) != 0 {
+                Ok(())
+            } else {
+                Err(format!(
+                    "caught signals {caught:#x}; exited: {:?}",
+                    child_exited(pid)
+                ))
+            }
+        },
+    )
+    .await;
+    // Still starting: it never got to serve.
+    assert!(child.try_wait().expect("try_wait").is_none());
+    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    let exit = tokio::task::block_in_place(|| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(exit) = child.try_wait().expect("try_wait") {
+                return Some(exit);
+            }
+            if std::time::Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    });
+    let Some(exit) = exit else {
+        let _ = child.kill();
+        panic!("no exit within 10 s of a SIGTERM while starting");
+    };
+    assert!(
+        exit.success(),
+        "exit status after a SIGTERM while starting: {exit}"
+    );
+    drop(black_hole);
+}
+
+/// Whether `pid` has exited (a zombie counts): for the poll's message.
+fn child_exited(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| s.contains(") Z "))
+        .unwrap_or(true)
+}
