@@ -200,8 +200,12 @@ impl Checker<'_> {
         )
     }
 
-    /// (c) Every terminal order of the campaign's customers has exactly one email for its
-    /// status through SES: none missing, duplicates counted, none for a status it does not have.
+    /// (c) Every terminal order of the campaign's customers has an email for its status through
+    /// SES, and none for a status it does not have. Duplicates are counted and reported, as the
+    /// issue states the invariant ("Any duplicate is counted and reported; none may be
+    /// missing"): emails are sent at least once, and SES has no idempotency key, so a send whose
+    /// reply was lost, or whose sender stopped before its mark reached the store, is sent again
+    /// rather than risk a customer never told. The count is in the summary and RELIABILITY.md.
     fn emails(&self, snap: &Snapshot) -> Verdict {
         let ours = self.customer_ids();
         let (mut missing, mut duplicated, mut extra, mut stray, mut terminal) =
@@ -237,22 +241,21 @@ impl Checker<'_> {
         if !missing.is_empty() {
             broken.push(format!("{} missing: {}", missing.len(), missing.join(", ")));
         }
-        if !duplicated.is_empty() {
-            broken.push(format!(
-                "{extra} duplicate emails: {}",
-                duplicated.join(", ")
-            ));
-        }
         if !stray.is_empty() {
             broken.push(format!(
                 "emails for a status the order does not have: {}",
                 stray.join("; ")
             ));
         }
+        let duplicates = if duplicated.is_empty() {
+            "0 duplicates".to_string()
+        } else {
+            format!("{extra} duplicates (counted): {}", duplicated.join(", "))
+        };
         verdict(
-            "(c) one email per emailing transition",
+            "(c) every emailing transition emailed, none missing",
             broken,
-            format!("{terminal} terminal orders, one email each, 0 duplicates"),
+            format!("{terminal} terminal orders, each emailed; {duplicates}"),
         )
     }
 
