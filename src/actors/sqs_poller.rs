@@ -232,11 +232,11 @@ async fn process_batch(
         let last_attempt = message.receive_count >= settings.max_receives;
         match serde_json::from_str::<OrderMessage>(&message.body) {
             Ok(order_message) => {
-                deliveries.push(ProcessOrder {
-                    message: order_message,
-                    receive_count: message.receive_count,
+                deliveries.push(ProcessOrder::new(
+                    order_message,
+                    message.receive_count,
                     last_attempt,
-                });
+                ));
                 parsed.push(message);
             }
             Err(e) => {

@@ -80,6 +80,27 @@ pub struct ProcessOrder {
     pub receive_count: u32,
     /// This delivery is the last before the message is dead-lettered: a failure now is final.
     pub last_attempt: bool,
+    /// The span of this delivery's work and log lines, made once (`new`) and entered at each
+    /// step: one `process_order` span per delivery in a trace, not one per step that logs.
+    pub span: tracing::Span,
+}
+
+impl ProcessOrder {
+    /// A delivery, with its span opened in the current one (the batch's `process` span).
+    pub fn new(message: OrderMessage, receive_count: u32, last_attempt: bool) -> ProcessOrder {
+        let span = tracing::info_span!(
+            "process_order",
+            order_id = %message.order_id,
+            request_id = message.request_id.as_deref().unwrap_or("-"),
+            receive_count = receive_count
+        );
+        ProcessOrder {
+            message,
+            receive_count,
+            last_attempt,
+            span,
+        }
+    }
 }
 
 /// The deliveries of one receive, processed together. The answer has one outcome per delivery,

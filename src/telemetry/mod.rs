@@ -70,6 +70,12 @@ pub fn init(format: LogFormat, trace_export: Option<&TraceExport>) -> Guard {
             .with_location(false)
             .with_threads(false)
             .with_target(false)
+            // No OpenTelemetry context attached at every poll of an entered span, and no busy/idle
+            // timings per span: the service reads the context only where it crosses a hop
+            // (`propagation`), and Jaeger shows durations. Both cost time on every poll of every
+            // traced future.
+            .with_context_activation(false)
+            .with_tracked_inactivity(false)
             // Only this crate's spans: the libraries' own (HTTP clients, drivers) would double the
             // backend spans, and the exporter's HTTP client must never trace its own requests.
             .with_filter(filter::filter_fn(|meta| {

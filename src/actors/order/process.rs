@@ -207,12 +207,7 @@ impl OrderActor {
     }
 }
 
-/// The span of one delivery's log lines.
+/// The span of one delivery's work and log lines (made once, when it was received).
 pub(super) fn process_span(delivery: &ProcessOrder) -> tracing::Span {
-    tracing::info_span!(
-        "process_order",
-        order_id = %delivery.message.order_id,
-        request_id = delivery.message.request_id.as_deref().unwrap_or("-"),
-        receive_count = delivery.receive_count
-    )
+    delivery.span.clone()
 }
