@@ -4,7 +4,9 @@
 //! the outbox flags that tell which orders' queue messages were confirmed sent.
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
 use futures_util::future::{join_all, try_join_all};
 
 use super::StoreResult;
@@ -146,6 +148,18 @@ pub trait Orders: Send + Sync + 'static {
     /// Orders pending or processing whose last change is older than `before`, whatever their
     /// outbox flag, oldest change first: the stranded-order sweeper sends them again.
     async fn stuck_orders(&self, before: DateTime<Utc>, limit: u32) -> StoreResult<Vec<Id>>;
+    /// Claims, for the stranded-order sweeper to send again, up to `limit` orders stranded at
+    /// `now`: pending or processing, unchanged for `bound`, and due (never claimed, or their
+    /// last claim's wait is over), oldest change first. A claim is a compare-and-set on the
+    /// order, so however many processes sweep, a due order is claimed by one of them, once; and
+    /// it makes the order due again only after [`resend_wait`], so an order whose messages keep
+    /// getting lost is sent again after 1, 2, 4 … bounds rather than every bound.
+    async fn claim_stranded(
+        &self,
+        now: DateTime<Utc>,
+        bound: Duration,
+        limit: u32,
+    ) -> StoreResult<Vec<Id>>;
 
     /// Orders whose last change (`updatedAt`) is at or after `since`, oldest change first (ties
     /// by id), at most `limit`: only `user_id`'s when given, every order's otherwise. Status
@@ -157,4 +171,42 @@ pub trait Orders: Send + Sync + 'static {
         since: DateTime<Utc>,
         limit: u32,
     ) -> StoreResult<Vec<Order>>;
+}
+
+/// The longest wait between two re-sends of a stranded order, in bounds (`ORDER_STUCK_AFTER`).
+pub const MAX_RESEND_WAIT_BOUNDS: i32 = 8;
+
+/// When a stranded order claimed at `now`, unchanged since `updated_at`, is due again: after as
+/// long again as it has been unchanged, so the waits double, but never less than one `bound`
+/// nor more than [`MAX_RESEND_WAIT_BOUNDS`] of them. A stranded order's message is often only
+/// slow (a queue backlog after an outage): doubling keeps the sweeper from piling duplicates
+/// onto that backlog, while an order whose message really was lost still goes out again soon.
+pub fn resend_due(now: DateTime<Utc>, updated_at: DateTime<Utc>, bound: Duration) -> DateTime<Utc> {
+    let bound = TimeDelta::from_std(bound).unwrap_or(TimeDelta::MAX);
+    let longest = bound
+        .checked_mul(MAX_RESEND_WAIT_BOUNDS)
+        .unwrap_or(TimeDelta::MAX);
+    let wait = (now - updated_at).clamp(bound, longest.max(bound));
+    now.checked_add_signed(wait)
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resend_waits_double_from_one_bound_up_to_the_longest() {
+        let bound = Duration::from_secs(10);
+        let changed = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        let at = |s| changed + TimeDelta::seconds(s);
+        // Claimed at the bound: due one bound later; then each wait is the age so far.
+        assert_eq!(resend_due(at(10), changed, bound), at(20));
+        assert_eq!(resend_due(at(20), changed, bound), at(40));
+        assert_eq!(resend_due(at(40), changed, bound), at(80));
+        // Never more than eight bounds apart, however old the order.
+        assert_eq!(resend_due(at(1000), changed, bound), at(1080));
+        // A clock behind the last change still waits a bound.
+        assert_eq!(resend_due(at(-5), changed, bound), at(5));
+    }
 }

@@ -4,7 +4,8 @@
 //! dead-lettered with the order untouched), when a queue loses a message, or when the queue
 //! dead-letters before the worker's last attempt (a redrive `maxReceiveCount` below
 //! `QUEUE_MAX_RECEIVES`). The order is sent again: processing is idempotent, so a message that
-//! was only slow costs a duplicate delivery, and one that keeps failing ends in `give_up`, which
+//! was only slow costs a duplicate delivery (and the waits between re-sends double, so a queue
+//! backlog is not fed one more copy of each of its orders per bound), and one that keeps failing ends in `give_up`, which
 //! fails the order, returns its stock and tells the customer.
 
 use std::time::Duration;
@@ -17,20 +18,22 @@ use crate::metrics::*;
 const SWEEP_BATCH: u32 = 500;
 
 impl OrderActor {
-    /// How often the sweeper looks: once per bound, so a stranded order gets at most one new
-    /// message per `ORDER_STUCK_AFTER` (never more often than every second).
+    /// How often the sweeper looks: once per bound (never more often than every second). Each
+    /// process sweeps, but the store's claims send a stranded order once across all of them,
+    /// with a doubling wait between re-sends (`crate::store::orders::resend_due`).
     pub(super) fn sweep_interval(&self) -> Duration {
         self.stuck_after.max(Duration::from_secs(1))
     }
 
-    /// One pass: every order not terminal and unchanged for `stuck_after` goes back on the queue.
+    /// One pass: the orders not terminal, unchanged for `stuck_after` and due, claimed and sent
+    /// back on the queue. A send that fails leaves its order claimed: it goes out again when
+    /// the claim's wait is over.
     pub(super) async fn resend_stranded(&self) -> Result<(), AppError> {
-        let before = crate::domain::now()
-            - chrono::Duration::from_std(self.stuck_after).unwrap_or(chrono::Duration::MAX);
         let ids = backend_call(
             "store",
-            "stuck_orders",
-            self.orders.stuck_orders(before, SWEEP_BATCH),
+            "claim_stranded",
+            self.orders
+                .claim_stranded(crate::domain::now(), self.stuck_after, SWEEP_BATCH),
         )
         .await?;
         for id in &ids {

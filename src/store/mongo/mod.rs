@@ -67,6 +67,7 @@ mod orders_by_id;
 mod point_access;
 mod purge_clock;
 mod retention;
+mod stranded;
 mod write_lock;
 
 use std::future::IntoFuture;

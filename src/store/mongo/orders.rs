@@ -358,6 +358,15 @@ impl Orders for MongoStore {
         self.order_ids(filter, doc! { "updatedAt": 1 }, limit).await
     }
 
+    async fn claim_stranded(
+        &self,
+        now: DateTime<Utc>,
+        bound: std::time::Duration,
+        limit: u32,
+    ) -> StoreResult<Vec<Id>> {
+        self.claim_stranded_orders(now, bound, limit).await
+    }
+
     async fn orders_changed_since(
         &self,
         user_id: Option<Id>,

@@ -2,13 +2,16 @@
 //! that fails or cancels an order gives its stock back in the same transaction.
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use super::catalogue::GIVE_BACK_STOCK;
 use super::rows::{sql_count, to_json, ts, Json, Ts};
 use super::{notifications, SqliteStore};
 use crate::domain::{Cents, Id, Order, OrderStatus, PageRequest};
+use crate::store::orders::resend_due;
 use crate::store::{Orders, StoreResult, TransitionOutcome};
 
 // Column list, spelled once so the queries and the row reader agree on the order.
@@ -318,6 +321,38 @@ impl Orders for SqliteStore {
                 )?
                 .query_map(params![ts(before), limit], |r| r.get(0))?
                 .collect()
+            })
+            .await
+    }
+
+    async fn claim_stranded(
+        &self,
+        now: DateTime<Utc>,
+        bound: Duration,
+        limit: u32,
+    ) -> StoreResult<Vec<Id>> {
+        let before = now - TimeDelta::from_std(bound).unwrap_or(TimeDelta::MAX);
+        self.db
+            .write(move |c| {
+                // Read and claimed in one write transaction: no other process (they share the
+                // file) claims between the two. The literal conditions match orders_unfinished.
+                let due: Vec<(Id, Ts)> = c
+                    .prepare_cached(
+                        "SELECT id, updated_at FROM orders \
+                         WHERE status IN ('pending', 'processing') AND updated_at < ?1 \
+                           AND (resend_due IS NULL OR resend_due <= ?2) \
+                         ORDER BY updated_at LIMIT ?3",
+                    )?
+                    .query_map(params![ts(before), ts(now), limit], |r| {
+                        Ok((r.get(0)?, r.get(1)?))
+                    })?
+                    .collect::<rusqlite::Result<_>>()?;
+                let mut claim =
+                    c.prepare_cached("UPDATE orders SET resend_due = ?2 WHERE id = ?1")?;
+                for (id, Ts(updated_at)) in &due {
+                    claim.execute(params![id, ts(resend_due(now, *updated_at, bound))])?;
+                }
+                Ok(due.into_iter().map(|(id, _)| id).collect())
             })
             .await
     }

@@ -149,6 +149,12 @@ CREATE TABLE IF NOT EXISTS stock_holds (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS stock_holds_by_age ON stock_holds (held_at);
 "#,
+    // When the stranded-order sweeper may send a stranded order again (NULL: never claimed),
+    // so however many processes sweep, one claims it, and the waits between re-sends double
+    // (`crate::store::orders::resend_due`).
+    r#"
+ALTER TABLE orders ADD COLUMN resend_due TEXT;
+"#,
 ];
 
 pub(super) fn migrate(conn: &mut Connection) -> Result<(), BackendError> {

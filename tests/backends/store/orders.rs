@@ -1,6 +1,7 @@
 //! The `Orders` contract: orders listed newest first, conditional transitions that give a
 //! failed or cancelled order's stock back exactly once, email claims made once, batch forms
-//! that answer item by item, and the outbox's view of orders never confirmed on the queue.
+//! that answer item by item, the outbox's view of orders never confirmed on the queue, and the stranded-order sweeper's
+//! claims.
 
 use chrono::{DateTime, TimeDelta, Utc};
 use order_service::domain::{Id, Order, OrderStatus};
@@ -569,7 +570,67 @@ async fn changes_since_are_listed_oldest_change_first_per_user_or_for_all(stores
         .is_empty());
 }
 
+async fn stranded_orders_are_claimed_once_and_then_after_a_doubling_wait(stores: Stores) {
+    let p = product(&stores, "a", 10).await;
+    let t0 = now();
+    let at = |minutes| t0 + TimeDelta::minutes(minutes);
+    let (older, old, done) = (
+        order_for(Id::new(), &[(&p, 1)], at(-5)),
+        order_for(Id::new(), &[(&p, 1)], at(-4)),
+        order_for(Id::new(), &[(&p, 1)], at(-6)),
+    );
+    let fresh = order_for(Id::new(), &[(&p, 1)], t0);
+    for o in [&older, &old, &done, &fresh] {
+        stores.orders.insert_order(o).await.unwrap();
+    }
+    let (pending, processing, completed) = (
+        OrderStatus::Pending,
+        OrderStatus::Processing,
+        OrderStatus::Completed,
+    );
+    let finish = |id, when| {
+        let stores = stores.clone();
+        async move {
+            for (from, to) in [(pending, processing), (processing, completed)] {
+                let outcome = stores.orders.transition_order(id, from, to, None, when);
+                moved(outcome.await.unwrap());
+            }
+        }
+    };
+    finish(done.id, at(-6)).await;
+    let bound = std::time::Duration::from_secs(60);
+    let claim = |when| {
+        let stores = stores.clone();
+        async move { stores.orders.claim_stranded(when, bound, 10).await.unwrap() }
+    };
+
+    // Four sweepers at once (four processes): each stranded order is claimed by one of them.
+    let claims = futures_util::future::join_all((0..4).map(|_| claim(t0))).await;
+    let mut claimed: Vec<Id> = claims.concat();
+    claimed.sort();
+    let mut stranded = vec![older.id, old.id];
+    stranded.sort();
+    assert_eq!(
+        claimed, stranded,
+        "each once, and neither the done nor the fresh one"
+    );
+    assert!(claim(t0).await.is_empty(), "claimed, so not due again yet");
+
+    finish(fresh.id, t0).await;
+
+    // Each is due again after as long as it had been unchanged: 4 and 5 minutes.
+    assert!(claim(at(3)).await.is_empty());
+    assert_eq!(claim(at(4)).await, vec![old.id]);
+    assert_eq!(claim(at(5)).await, vec![older.id]);
+    // The next wait is twice as long, capped at 8 bounds: 5 + 8 minutes. One that completed
+    // meanwhile is not claimed again.
+    finish(old.id, at(6)).await;
+    assert!(claim(at(12)).await.is_empty());
+    assert_eq!(claim(at(13)).await, vec![older.id]);
+}
+
 contract_tests! {
+    stranded_orders_are_claimed_once_and_then_after_a_doubling_wait,
     changes_since_are_listed_oldest_change_first_per_user_or_for_all,
     orders_round_trip_and_list_newest_first,
     transitions_are_conditional,
