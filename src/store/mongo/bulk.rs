@@ -2,11 +2,13 @@
 //! (one `insertMany`, one multi-statement `update`) while each keeps an answer of its own, as the
 //! embedded store's group commit does (`crate::store::sqlite::group_commit`).
 
-use bson::Document;
+use bson::{doc, Document};
 use mongodb::error::ErrorKind;
 
-use super::errors::{db_error, DUPLICATE_KEY};
+use super::errors::{db_error, BACKEND, DUPLICATE_KEY};
+use super::MongoStore;
 use crate::error::BackendError;
+use crate::store::StoreResult;
 
 /// Each document's outcome of an unordered `insertMany`: `Ok`, or `Duplicate` (or another
 /// refusal) for the ones the server refused by index. `Err` when the batch as a whole failed
@@ -68,5 +70,34 @@ impl UpdateReply {
             ));
         }
         Ok(UpdateReply { matched, refused })
+    }
+}
+
+impl MongoStore {
+    /// Runs unordered update statements on `collection` in one command, under the write lock
+    /// where there is one; how many matched. A refused statement is an error naming `what`:
+    /// the callers' statements are never expected to be refused.
+    pub(super) async fn run_update_statements(
+        &self,
+        collection: &str,
+        statements: Vec<Document>,
+        what: &str,
+    ) -> StoreResult<i64> {
+        if statements.is_empty() {
+            return Ok(0);
+        }
+        let command = doc! { "update": collection, "updates": statements, "ordered": false };
+        let reply = self
+            .write(self.db.run_command(command))
+            .await
+            .map_err(db_error)?;
+        let reply = UpdateReply::parse(&reply)?;
+        if let Some(&(index, code)) = reply.refused.first() {
+            return Err(BackendError::other(
+                BACKEND,
+                format!("{what} (statement {index}) was refused with code {code}"),
+            ));
+        }
+        Ok(reply.matched)
     }
 }

@@ -34,10 +34,8 @@ use chrono::{DateTime, Utc};
 use futures_util::TryStreamExt;
 use serde::Deserialize;
 
-use super::bulk::UpdateReply;
-use super::errors::{db_error, BACKEND};
+use super::errors::db_error;
 use super::MongoStore;
-use crate::error::BackendError;
 use crate::store::{Hold, HoldSweep, StoreResult};
 
 /// The products' field holding the entries.
@@ -255,23 +253,8 @@ impl MongoStore {
     /// Runs unordered update statements on the products in one command; how many matched. A
     /// refused statement is an error (nothing here should ever be refused).
     async fn run_updates(&self, statements: Vec<Document>) -> StoreResult<i64> {
-        if statements.is_empty() {
-            return Ok(0);
-        }
-        let command =
-            doc! { "update": self.products.name(), "updates": statements, "ordered": false };
-        let reply = self
-            .write(self.db.run_command(command))
+        self.run_update_statements(self.products.name(), statements, "a stock hold update")
             .await
-            .map_err(db_error)?;
-        let reply = UpdateReply::parse(&reply)?;
-        if let Some(&(index, code)) = reply.refused.first() {
-            return Err(BackendError::other(
-                BACKEND,
-                format!("a stock hold update (statement {index}) was refused with code {code}"),
-            ));
-        }
-        Ok(reply.matched)
     }
 }
 

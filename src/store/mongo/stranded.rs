@@ -13,7 +13,6 @@ use chrono::{DateTime, TimeDelta, Utc};
 use futures_util::TryStreamExt;
 use serde::Deserialize;
 
-use super::bulk::UpdateReply;
 use super::documents::{bson_time, chrono_time};
 use super::errors::{db_error, BACKEND};
 use super::MongoStore;
@@ -79,21 +78,11 @@ impl MongoStore {
             .iter()
             .map(|order| claim_statement(order, now, bound, token))
             .collect::<Result<Vec<Document>, BackendError>>()?;
-        let command =
-            doc! { "update": self.orders.name(), "updates": statements, "ordered": false };
-        let reply = self
-            .write(self.db.run_command(command))
-            .await
-            .map_err(db_error)?;
-        let reply = UpdateReply::parse(&reply)?;
-        if let Some(&(index, code)) = reply.refused.first() {
-            return Err(BackendError::other(
-                BACKEND,
-                format!("a stranded-order claim (statement {index}) was refused with code {code}"),
-            ));
-        }
+        let matched = self
+            .run_update_statements(self.orders.name(), statements, "a stranded-order claim")
+            .await?;
         let ids: Vec<ObjectId> = due.iter().map(|order| order.id).collect();
-        if reply.matched == ids.len() as i64 {
+        if matched == ids.len() as i64 {
             return Ok(ids.into_iter().map(Id::from_object_id).collect());
         }
         // Some were claimed (or changed) by someone else between the read and the update.
