@@ -39,6 +39,8 @@ pub const UNMARKED: &str = "other";
 
 tokio::task_local! {
     static PATH: WorkPath;
+    /// Set inside `request_tail`.
+    static UNAWAITED: ();
 }
 
 /// Runs `fut` as part of `path`; an inner mark (the lock inside a request) wins.
@@ -49,6 +51,19 @@ pub fn scope<F: IntoFuture>(path: WorkPath, fut: F) -> impl Future<Output = F::O
 /// The label of the work being polled now.
 pub fn current() -> &'static str {
     PATH.try_with(|p| p.as_str()).unwrap_or(UNMARKED)
+}
+
+/// Runs `fut` as the tail of requests: work that placing an order leaves behind (flags, hold
+/// clears), counted as the request path's round trips, though no client waits on it.
+pub fn request_tail<F: IntoFuture>(fut: F) -> impl Future<Output = F::Output> {
+    PATH.scope(WorkPath::Request, UNAWAITED.scope((), fut.into_future()))
+}
+
+/// Whether a client is waiting on the work being polled now: a request, and not its tail.
+/// (The FerretDB write lock lets such writes go first.)
+pub fn client_waits() -> bool {
+    PATH.try_with(|p| *p == WorkPath::Request).unwrap_or(false)
+        && UNAWAITED.try_with(|_| ()).is_err()
 }
 
 #[cfg(test)]
@@ -65,5 +80,14 @@ mod tests {
             assert_eq!(current(), "request");
         })
         .await;
+    }
+
+    #[tokio::test]
+    async fn a_client_waits_on_a_request_but_not_on_its_tail_nor_the_worker() {
+        assert!(!client_waits());
+        assert!(scope(WorkPath::Request, async { client_waits() }).await);
+        assert!(!scope(WorkPath::Worker, async { client_waits() }).await);
+        let tail = request_tail(async { (current(), client_waits()) }).await;
+        assert_eq!(tail, ("request", false));
     }
 }

@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 
 use crate::domain::Id;
 use crate::metrics::backend_call;
-use crate::round_trips::{self, WorkPath};
+use crate::round_trips;
 use crate::store::Orders;
 
 /// Most ids in one store call.
@@ -29,8 +29,9 @@ impl EnqueuedMarks {
     /// Starts the marking task on the current runtime; it ends when the last handle is dropped.
     pub fn start(orders: Arc<dyn Orders>) -> EnqueuedMarks {
         let (ids, inbox) = mpsc::unbounded_channel();
-        // The flags are the tail of placing an order, so their round trips count as requests'.
-        tokio::spawn(round_trips::scope(WorkPath::Request, run(orders, inbox)));
+        // The flags are the tail of placing an order: their round trips count as requests', but
+        // no client waits on them.
+        tokio::spawn(round_trips::request_tail(run(orders, inbox)));
         EnqueuedMarks { ids }
     }
 

@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 use crate::domain::OrderLine;
 use crate::error::AppError;
 use crate::metrics::backend_call;
-use crate::round_trips::{self, WorkPath};
+use crate::round_trips;
 use crate::store::{Catalogue, Hold};
 
 /// Most holds forgotten in one store call.
@@ -36,7 +36,7 @@ impl HoldClears {
         let (held, inbox) = mpsc::unbounded_channel();
         // The tail of placing an order, as the outbox flags are: counted as the request path's
         // round trips, though nobody waits for them.
-        tokio::spawn(round_trips::scope(WorkPath::Request, run(catalogue, inbox)));
+        tokio::spawn(round_trips::request_tail(run(catalogue, inbox)));
         HoldClears { held }
     }
 

@@ -69,6 +69,7 @@ mod purge_clock;
 mod retention;
 mod stranded;
 mod write_lock;
+mod write_turns;
 
 use std::future::IntoFuture;
 use std::time::Duration;

@@ -6,9 +6,10 @@
 //!
 //! What it costs, and why it is shaped so:
 //!
-//! - **One acquisition per batch of writes.** Within a process the writers queue on a tokio
-//!   mutex (fair, first come first served: waiting is a queue, not a sleep loop), so only one
-//!   task per process ever contends for the shared lease. The lease is kept while writers are
+//! - **One acquisition per batch of writes.** Within a process the writers queue for their
+//!   turn (`write_turns`: a write a client waits on first, the worker's deferred by at most a
+//!   quarter second; waiting is a queue, not a sleep loop), so only one task per process ever
+//!   contends for the shared lease. The lease is kept while writers are
 //!   queued behind the one finishing, for at most `MAX_HOLD`, then given back so that other
 //!   processes get their turn; under load one insert and one delete cover many writes.
 //! - **Never a write without it.** A lease that can not be had within `LOCK_PATIENCE`, or a lock
@@ -39,6 +40,7 @@ use mongodb::{Collection, Database};
 use tokio::time::Instant;
 
 use super::errors::db_error;
+use super::write_turns::{Urgency, WriteTurns};
 use crate::error::BackendError;
 use crate::round_trips::{self, WorkPath};
 use crate::store::StoreResult;
@@ -188,10 +190,13 @@ struct LockState {
 /// single lock document).
 struct SharedWriteLock {
     locks: Collection<Document>,
-    /// One write at a time in this process, and the lease it holds between writes. Even under
-    /// the lease two writes of this process must not overlap, as they could touch one document.
+    /// One write at a time in this process, in the order `write_turns` gives. Even under the
+    /// lease two writes of this process must not overlap, as they could touch one document.
+    turns: WriteTurns,
+    /// The lease held between writes. Only the writer whose turn it is locks it, so it is never
+    /// contended; a mutex only because the turn and the state are handed between tasks.
     state: tokio::sync::Mutex<LockState>,
-    /// Writers waiting for `state`: while there are some, the lease is kept for them.
+    /// Writers waiting for their turn: while there are some, the lease is kept for them.
     queued: AtomicUsize,
     timing: Timing,
 }
@@ -243,6 +248,7 @@ impl SharedWriteLock {
     fn new(locks: Collection<Document>, timing: Timing) -> Self {
         SharedWriteLock {
             locks,
+            turns: WriteTurns::default(),
             state: tokio::sync::Mutex::new(LockState::default()),
             queued: AtomicUsize::new(0),
             timing,
@@ -254,8 +260,9 @@ impl SharedWriteLock {
         F: std::future::Future<Output = Result<T, mongodb::error::Error>>,
     {
         let queued = Queued::join(&self.queued);
-        let mut state = self.state.lock().await;
+        let _turn = self.turns.take(Urgency::of_current_work()).await;
         drop(queued);
+        let mut state = self.state.lock().await;
         let held = state.lease.take();
         let lease = match self.ready_lease(held, &mut state.watched).await {
             Ok(lease) => lease,
