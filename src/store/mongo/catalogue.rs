@@ -98,30 +98,43 @@ impl MongoStore {
         }
     }
 
-    /// One pass over the lines: takes each with a conditional decrement. Returns the products as
-    /// they were before their decrement, or, at the first line that can not be taken, gives the
-    /// taken lines back and returns `None`.
+    /// One pass over the lines: takes each with a conditional decrement, in turn, stopping at
+    /// the first that can not be taken. The pass is one write, so on FerretDB it is one turn at
+    /// the write lock (one wait behind the other writers) however many lines the order has.
+    /// Returns the products as they were before their decrement, or, at the first line that can
+    /// not be taken, gives the taken lines back and returns `None`.
     async fn try_reserve(
         &self,
         wanted: &[(ObjectId, i64)],
         hold: &Hold,
     ) -> StoreResult<Option<Vec<Product>>> {
+        let mut answers = Vec::with_capacity(wanted.len());
+        let take_in_turn = async {
+            for &(id, qty) in wanted {
+                let answer = self
+                    .products
+                    .find_one_and_update(
+                        doc! { "_id": id, "stock": { "$gte": qty } },
+                        doc! {
+                            "$inc": { "stock": -qty },
+                            "$push": { holds::FIELD: holds::entry(hold, qty) },
+                        },
+                    )
+                    .return_document(ReturnDocument::Before)
+                    .await;
+                let taken = matches!(answer, Ok(Some(_)));
+                answers.push(answer);
+                if !taken {
+                    break;
+                }
+            }
+            Ok(())
+        };
+        // An error here is the write lock's refusal: nothing was sent.
+        self.write(take_in_turn).await.map_err(db_error)?;
         let mut before = Vec::with_capacity(wanted.len());
-        for (i, &(id, qty)) in wanted.iter().enumerate() {
-            let result = self
-                .write(
-                    self.products
-                        .find_one_and_update(
-                            doc! { "_id": id, "stock": { "$gte": qty } },
-                            doc! {
-                                "$inc": { "stock": -qty },
-                                "$push": { holds::FIELD: holds::entry(hold, qty) },
-                            },
-                        )
-                        .return_document(ReturnDocument::Before),
-                )
-                .await;
-            let taken_now = match result {
+        for (i, answer) in answers.into_iter().enumerate() {
+            let taken_now = match answer {
                 Ok(Some(doc)) => product_from_doc(doc),
                 Ok(None) => {
                     self.give_back_held(hold, &wanted[..i]).await?;

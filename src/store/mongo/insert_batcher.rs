@@ -14,7 +14,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::bulk::insert_many_outcomes;
 use super::documents::{OrderDoc, OutboxDoc};
-use super::errors::BACKEND;
+use super::errors::{db_error, BACKEND};
 use super::write_lock::Writes;
 use crate::error::BackendError;
 use crate::round_trips::{self, WorkPath};
@@ -85,10 +85,28 @@ async fn run(target: Target, mut inbox: mpsc::UnboundedReceiver<Pending>) {
 }
 
 /// The outbox entries, then the orders whose entry is stored: each order's outcome, or `Err`
-/// when nothing is known of the batch.
+/// when nothing is known of the batch. Both inserts are one write, so on FerretDB one turn at
+/// the write lock; and bounded here too, not only by each caller's `BACKEND_TIMEOUT`: a reply
+/// lost on the way back would otherwise hold this task (and, on FerretDB, the write lock it
+/// renews) for good, and every later order with it. The callers look their orders up after a
+/// fault.
 async fn insert_batch(target: &Target, docs: Vec<OrderDoc>) -> StoreResult<Vec<StoreResult<()>>> {
+    let in_one_turn = async { Ok(entries_then_orders(target, docs).await) };
+    let turn = async { Ok(target.writes.run(in_one_turn).await) };
+    let bound = crate::deadline::backend_timeout();
+    match crate::deadline::within(BACKEND, bound, turn).await? {
+        Ok(outcomes) => outcomes,
+        // The write lock's refusal: nothing was sent.
+        Err(e) => Err(db_error(e)),
+    }
+}
+
+async fn entries_then_orders(
+    target: &Target,
+    docs: Vec<OrderDoc>,
+) -> StoreResult<Vec<StoreResult<()>>> {
     let entries: Vec<OutboxDoc> = docs.iter().map(OutboxDoc::for_order).collect();
-    let entered = bounded(target, target.outbox.insert_many(&entries), entries.len()).await?;
+    let entered = insert_many_outcomes(target.outbox.insert_many(&entries).await, entries.len())?;
     // A duplicate entry is an order placed twice under one id (an idempotency race): the order
     // insert below answers that one. Any other refusal keeps its order out.
     let mut outcomes: Vec<StoreResult<()>> = Vec::with_capacity(docs.len());
@@ -105,25 +123,11 @@ async fn insert_batch(target: &Target, docs: Vec<OrderDoc>) -> StoreResult<Vec<S
     if admitted.is_empty() {
         return Ok(outcomes);
     }
-    let inserted = bounded(target, target.orders.insert_many(&admitted), admitted.len()).await?;
+    let inserted =
+        insert_many_outcomes(target.orders.insert_many(&admitted).await, admitted.len())?;
     let mut inserted = inserted.into_iter();
     for outcome in outcomes.iter_mut().filter(|o| o.is_ok()) {
         *outcome = inserted.next().expect("one outcome per admitted order");
     }
     Ok(outcomes)
-}
-
-/// One unordered `insertMany`, bounded here too, not only by each caller's `BACKEND_TIMEOUT`:
-/// a reply lost on the way back would otherwise hold this task (and, on FerretDB, the write lock
-/// it renews) for good, and every later order with it. The callers look their orders up after
-/// a fault.
-async fn bounded<W, T>(target: &Target, write: W, count: usize) -> StoreResult<Vec<StoreResult<()>>>
-where
-    W: std::future::IntoFuture<Output = Result<T, mongodb::error::Error>>,
-{
-    let write = async move { Ok(target.writes.run(write).await) };
-    let bound = crate::deadline::backend_timeout();
-    crate::deadline::within(BACKEND, bound, write)
-        .await
-        .and_then(|result| insert_many_outcomes(result, count))
 }
