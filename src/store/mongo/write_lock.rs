@@ -8,7 +8,7 @@
 //!
 //! - **One acquisition per batch of writes.** Within a process the writers queue for their
 //!   turn (`write_turns`: a write a client waits on first, the worker's deferred by at most a
-//!   quarter second; waiting is a queue, not a sleep loop), so only one task per process ever
+//!   second; waiting is a queue, not a sleep loop), so only one task per process ever
 //!   contends for the shared lease. The lease is kept while writers are
 //!   queued behind the one finishing, for at most `MAX_HOLD`, then given back so that other
 //!   processes get their turn; under load one insert and one delete cover many writes.
