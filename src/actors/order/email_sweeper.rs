@@ -85,14 +85,19 @@ impl OrderActor {
         let mut outcomes = Vec::with_capacity(claims.len());
         let mut due = Vec::with_capacity(claims.len());
         let mut to_close = Vec::new();
+        let mut to_give_back = Vec::new();
         for (&(order_id, status), order) in claims.iter().zip(orders) {
             match order? {
                 Some(order) if order.status == status => due.push(order),
                 // Claimed ahead of a change that has not happened yet (`claim_ahead`): the
                 // order is still on its way, by a redelivery or the stranded-order sweeper.
-                // The claim stays, taken over by this pass, and is looked at again a lease on.
+                // The claim is given back, not kept for a lease: the delivery that makes the
+                // change then wins it and sends at once, and if none does, the next pass looks
+                // again. (Kept, it made that delivery lose the claim, and the email waited a
+                // whole `EMAIL_RESEND_AFTER` after the change: RELIABILITY.md, run 4.)
                 Some(order) if !order.status.is_terminal() => {
                     tracing::info!(order_id = %order_id, status = status.as_str(), now = order.status.as_str(), "email claimed ahead of a status change still to come; looking again later");
+                    to_give_back.push((order_id, status));
                     outcomes.push(Sent::Deferred { throttled: false });
                 }
                 // The order is gone, or ended in another status (a claim made ahead of a change
@@ -127,6 +132,12 @@ impl OrderActor {
                 .map(|(o, _)| (o.id, o.status)),
         );
         self.close_claims(&to_close).await;
+        join_all(
+            to_give_back
+                .iter()
+                .map(|&(order_id, status)| self.release_claim(order_id, status)),
+        )
+        .await;
         outcomes.extend(sent);
         Ok(outcomes)
     }

@@ -20,6 +20,28 @@ async fn wait_for_a_failed_email(srv: &TestServer) {
     .await;
 }
 
+/// Writes the claim of order `id`'s completion email, made at `claimed_at` and never marked
+/// sent, into the embedded store of the stopped processes of `env`: what a process that died
+/// between the claim and the send leaves behind.
+async fn claim_completion_email(
+    env: &ServerEnv,
+    id: &str,
+    claimed_at: chrono::DateTime<chrono::Utc>,
+) {
+    let (db, id) = (env.data_dir.join("order-service.sqlite3"), id.to_string());
+    let claimed_at = claimed_at.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
+    blocking(move || {
+        let c = rusqlite::Connection::open(db).unwrap();
+        c.execute(
+            "INSERT INTO order_notifications (order_id, status, claimed_at) \
+             VALUES (?1, 'completed', ?2)",
+            [id.as_str(), claimed_at.as_str()],
+        )
+        .unwrap();
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_email_claimed_by_a_process_that_died_before_sending_still_goes_out_once() {
     let env = ServerEnv::embedded(&[("EMAIL_RESEND_AFTER", "2s")]);
@@ -36,18 +58,7 @@ async fn an_email_claimed_by_a_process_that_died_before_sending_still_goes_out_o
 
     // The claim a worker made just before it was killed, and no email: what a crash between
     // claim and send leaves behind.
-    let (env2, id2) = (env.clone(), id.clone());
-    blocking(move || {
-        let c = rusqlite::Connection::open(env2.data_dir.join("order-service.sqlite3")).unwrap();
-        let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
-        c.execute(
-            "INSERT INTO order_notifications (order_id, status, claimed_at) \
-             VALUES (?1, 'completed', ?2)",
-            [id2.as_str(), now.as_str()],
-        )
-        .unwrap();
-    })
-    .await;
+    claim_completion_email(&env, &id, chrono::Utc::now()).await;
 
     let srv = TestServer::start(env.clone(), "serve").await;
     let user = srv.login(&user.email, &user.password).await;
@@ -68,6 +79,59 @@ async fn an_email_claimed_by_a_process_that_died_before_sending_still_goes_out_o
     assert_eq!(resent, 1.0, "sent again once");
     assert_eq!(counter(&srv, "emails_sent_total").await, 1.0, "one email");
     assert_eq!(counter(&srv, "emails_duplicate_total").await, 0.0);
+}
+
+/// The chaos campaign's 10-minute run 4 (RELIABILITY.md): an email claimed ahead of a change
+/// by a delivery that then failed, and looked at by the email sweeper while its order was still
+/// on its way, went out only a whole `EMAIL_RESEND_AFTER` after the order completed: the
+/// sweeper's look kept the claim, so the delivery that completed the order lost it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_email_claimed_ahead_and_looked_at_while_its_order_waits_goes_out_when_it_completes() {
+    // A lease far longer than the test: only the delivery that completes the order can send in
+    // time.
+    let env = ServerEnv::embedded(&[("EMAIL_RESEND_AFTER", "1h")]);
+    let api = TestServer::start(env.clone(), "api").await;
+    let admin = api.login_admin().await;
+    let pid = str_of(&api.create_product(&admin, &unique("Ahead"), 300, 10).await["id"]);
+    let user = api.new_user().await;
+    let id = str_of(&api.place_order(&user, &[(&pid, 1)]).await["id"]);
+    let env = api.stop();
+
+    // The completion email claimed ahead by a delivery that failed two hours ago: a stale
+    // claim, and the order still pending in the queue.
+    claim_completion_email(&env, &id, chrono::Utc::now() - chrono::Duration::hours(2)).await;
+
+    // An API process, no worker: its email sweeper finds the claim stale and the order not
+    // completed yet.
+    let api = TestServer::start(env.clone(), "api").await;
+    // (It looks every few seconds: `email_sweeper::SWEEP_EVERY`.)
+    poll_until(
+        3 * ORDER_DEADLINE,
+        "the email sweeper looking at the claim",
+        || {
+            let output = api.output();
+            async move {
+                if output.contains("email claimed ahead of a status change still to come") {
+                    Ok(())
+                } else {
+                    Err("not looked at yet".to_string())
+                }
+            }
+        },
+    )
+    .await;
+    let env = api.stop();
+
+    // A worker completes the order: its email goes out now, once, not an hour on.
+    let srv = TestServer::start(env.clone(), "serve").await;
+    let user = srv.login(&user.email, &user.password).await;
+    srv.poll_order_status(&user, &id, "completed").await;
+    srv.find_email_file(&id, "completed").await;
+    assert_eq!(
+        email_files_of(&env, &id),
+        vec![format!("order-{id}-completed.eml")]
+    );
+    assert_eq!(counter(&srv, "emails_sent_total").await, 1.0, "one email");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
