@@ -20,6 +20,21 @@ async fn wait_for_a_failed_email(srv: &TestServer) {
     .await;
 }
 
+/// Places one order through an `api` process and stops it: no worker has run, so the order
+/// waits in the queue while the test plays what a dead process left behind. Returns the
+/// stopped processes' environment, the customer and the order's id.
+async fn order_waiting_for_a_worker(env: ServerEnv) -> (ServerEnv, Auth, String) {
+    let api = TestServer::start(env, "api").await;
+    let admin = api.login_admin().await;
+    let pid = str_of(
+        &api.create_product(&admin, &unique("Waiting"), 300, 10)
+            .await["id"],
+    );
+    let user = api.new_user().await;
+    let id = str_of(&api.place_order(&user, &[(&pid, 1)]).await["id"]);
+    (api.stop(), user, id)
+}
+
 /// Writes the claim of order `id`'s completion email, made at `claimed_at` and never marked
 /// sent, into the embedded store of the stopped processes of `env`: what a process that died
 /// between the claim and the send leaves behind.
@@ -45,16 +60,7 @@ async fn claim_completion_email(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_email_claimed_by_a_process_that_died_before_sending_still_goes_out_once() {
     let env = ServerEnv::embedded(&[("EMAIL_RESEND_AFTER", "2s")]);
-    // No worker yet: the order waits in the queue while the test plays the dead process.
-    let api = TestServer::start(env.clone(), "api").await;
-    let admin = api.login_admin().await;
-    let pid = str_of(
-        &api.create_product(&admin, &unique("Claimed"), 300, 10)
-            .await["id"],
-    );
-    let user = api.new_user().await;
-    let id = str_of(&api.place_order(&user, &[(&pid, 1)]).await["id"]);
-    let env = api.stop();
+    let (env, user, id) = order_waiting_for_a_worker(env).await;
 
     // The claim a worker made just before it was killed, and no email: what a crash between
     // claim and send leaves behind.
@@ -90,12 +96,7 @@ async fn an_email_claimed_ahead_and_looked_at_while_its_order_waits_goes_out_whe
     // A lease far longer than the test: only the delivery that completes the order can send in
     // time.
     let env = ServerEnv::embedded(&[("EMAIL_RESEND_AFTER", "1h")]);
-    let api = TestServer::start(env.clone(), "api").await;
-    let admin = api.login_admin().await;
-    let pid = str_of(&api.create_product(&admin, &unique("Ahead"), 300, 10).await["id"]);
-    let user = api.new_user().await;
-    let id = str_of(&api.place_order(&user, &[(&pid, 1)]).await["id"]);
-    let env = api.stop();
+    let (env, user, id) = order_waiting_for_a_worker(env).await;
 
     // The completion email claimed ahead by a delivery that failed two hours ago: a stale
     // claim, and the order still pending in the queue.
