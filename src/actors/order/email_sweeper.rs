@@ -110,6 +110,14 @@ impl OrderActor {
                 }
             }
         }
+        // Given back before the sends below, which may take seconds: the change may be made
+        // meanwhile.
+        join_all(
+            to_give_back
+                .iter()
+                .map(|&(order_id, status)| self.release_claim(order_id, status)),
+        )
+        .await;
         let user_ids: Vec<Id> = due.iter().map(|o| o.user_id).collect();
         let users = self.recipients(&user_ids).await;
         let sends = due.iter().enumerate().map(|(i, order)| {
@@ -132,12 +140,6 @@ impl OrderActor {
                 .map(|(o, _)| (o.id, o.status)),
         );
         self.close_claims(&to_close).await;
-        join_all(
-            to_give_back
-                .iter()
-                .map(|&(order_id, status)| self.release_claim(order_id, status)),
-        )
-        .await;
         outcomes.extend(sent);
         Ok(outcomes)
     }
