@@ -8,6 +8,7 @@ pub mod authenticator;
 pub mod aws;
 pub mod backends;
 pub mod cache;
+pub mod coalesce;
 pub mod config;
 pub mod deadline;
 pub mod domain;

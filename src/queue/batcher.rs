@@ -10,17 +10,15 @@
 //! (one at a time would cap the service at ten messages per round trip, about 500 orders/s at
 //! SQS's typical 20 ms) and a send waits a few milliseconds for company. The embedded queue
 //! takes one batch at a time without waiting: the messages that arrive while a batch is
-//! written gather in the channel and leave together in the next one.
+//! written gather in the channel and leave together in the next one. The mechanics are
+//! `crate::coalesce`'s, shared with the SES mailer's batches.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot, Semaphore};
-
 use super::{OutgoingMessage, Queue, TraceCarrier, MAX_BATCH};
+use crate::coalesce::Coalescer;
 use crate::error::BackendError;
-
-type Reply = oneshot::Sender<Result<(), BackendError>>;
 
 /// How the batcher fills and sends batches.
 #[derive(Clone, Copy, Debug)]
@@ -47,66 +45,41 @@ impl Batching {
 
 #[derive(Clone)]
 pub struct SendBatcher {
-    tx: mpsc::Sender<(OutgoingMessage, Reply)>,
+    sends: Coalescer<OutgoingMessage, Result<(), BackendError>>,
 }
 
 impl SendBatcher {
     /// Starts the batching task on the current runtime.
     pub fn start(queue: Arc<dyn Queue>, batching: Batching) -> Self {
-        let (tx, rx) = mpsc::channel(1024);
-        tokio::spawn(run(queue, rx, batching));
-        SendBatcher { tx }
+        let batching = crate::coalesce::Batching {
+            linger: batching.linger,
+            in_flight: batching.in_flight,
+            max_batch: MAX_BATCH,
+        };
+        let sends = Coalescer::start(batching, move |messages: Vec<OutgoingMessage>| {
+            let queue = queue.clone();
+            async move {
+                // One request for the batch: its outcome is every message's.
+                let outcome = queue.send_messages(&messages).await;
+                vec![outcome; messages.len()]
+            }
+        });
+        SendBatcher { sends }
     }
 
     /// Sends one body in the next batch and waits until that batch was sent. The message
     /// carries the context of the current span (the queue send's), for the worker to join.
     pub async fn send(&self, body: String) -> Result<(), BackendError> {
-        let (reply, outcome) = oneshot::channel();
         let message = OutgoingMessage {
             body,
             trace: TraceCarrier::of(&tracing::Span::current()),
         };
-        self.tx
-            .send((message, reply))
-            .await
-            .map_err(|_| BackendError::unavailable("queue", "the send batcher stopped"))?;
-        outcome
-            .await
-            .map_err(|_| BackendError::unavailable("queue", "the send batcher stopped"))?
-    }
-}
-
-async fn run(
-    queue: Arc<dyn Queue>,
-    mut rx: mpsc::Receiver<(OutgoingMessage, Reply)>,
-    batching: Batching,
-) {
-    let in_flight = Arc::new(Semaphore::new(batching.in_flight.max(1)));
-    while let Some(first) = rx.recv().await {
-        // A free slot before the batch is collected: while every slot is busy, messages gather
-        // in the channel and the batch leaves fuller.
-        let permit = in_flight
-            .clone()
-            .acquire_owned()
-            .await
-            .expect("the semaphore is never closed");
-        let mut batch = vec![first];
-        let deadline = tokio::time::Instant::now() + batching.linger;
-        while batch.len() < MAX_BATCH {
-            match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Some(next)) => batch.push(next),
-                Ok(None) | Err(_) => break,
-            }
-        }
-        let queue = queue.clone();
-        tokio::spawn(async move {
-            let (messages, replies): (Vec<OutgoingMessage>, Vec<Reply>) = batch.into_iter().unzip();
-            let outcome = queue.send_messages(&messages).await;
-            drop(permit);
-            for reply in replies {
-                let _ = reply.send(outcome.clone());
-            }
-        });
+        self.sends.submit(message).await.unwrap_or_else(|| {
+            Err(BackendError::unavailable(
+                "queue",
+                "the send batcher stopped",
+            ))
+        })
     }
 }
 
