@@ -10,6 +10,7 @@ use lettre::message::Mailbox;
 use crate::cache::{memory::MemoryCache, redis::RedisCache, Cache};
 use crate::config::Config;
 use crate::error::BackendError;
+use crate::mail::batcher::{MailBatcher, SES_BATCHING};
 use crate::mail::{file::FileMailer, ses::SesMailer, Mailer};
 use crate::queue::redrive::{ConfigWarning, RedriveCheck};
 use crate::queue::{sqlite::SqliteQueue, sqs::SqsQueue, Queue};
@@ -140,10 +141,11 @@ pub async fn build(config: &Config) -> anyhow::Result<Backends> {
         None => (Arc::new(MemoryCache::new(MEMORY_CACHE_BYTES)), MEMORY_CACHE),
     };
     let (mailer, mailer_kind): (Arc<dyn Mailer>, _) = match &config.aws.ses_sender_email {
-        Some(sender) => (
-            Arc::new(SesMailer::new(sender.clone(), &config.aws).await?),
-            "ses",
-        ),
+        Some(sender) => {
+            let ses = Arc::new(SesMailer::new(sender.clone(), &config.aws).await?);
+            // Emails due together share `SendBulkTemplatedEmail`s (see `mail::batcher`).
+            (Arc::new(MailBatcher::start(ses, SES_BATCHING)), "ses")
+        }
         None => {
             let from: Mailbox = "Order Service <orders@order-service.local>"
                 .parse()

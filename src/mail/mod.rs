@@ -1,5 +1,6 @@
 //! Outgoing email. The embedded mailer writes `.eml` files; the real one sends through SES.
 
+pub mod batcher;
 pub mod file;
 pub mod ses;
 
@@ -40,4 +41,15 @@ pub fn is_throttled(e: &BackendError) -> bool {
 pub trait Mailer: Send + Sync + 'static {
     async fn ping(&self) -> Result<(), BackendError>;
     async fn send(&self, email: &OutgoingEmail) -> Result<(), BackendError>;
+
+    /// Sends several emails in as few requests as the transport allows, with one outcome per
+    /// email in their order: one email refused does not fail the others. By default one send
+    /// after another; SES sends up to 50 in one `SendBulkTemplatedEmail`.
+    async fn send_many(&self, emails: &[OutgoingEmail]) -> Vec<Result<(), BackendError>> {
+        let mut outcomes = Vec::with_capacity(emails.len());
+        for email in emails {
+            outcomes.push(self.send(email).await);
+        }
+        outcomes
+    }
 }

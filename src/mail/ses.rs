@@ -2,12 +2,18 @@
 //! set. The MailerActor retries a failed send with backoff, so a refusal here is an error, never
 //! swallowed.
 //!
-//! The email goes out through `SendRawEmail` with the very RFC 5322 message the embedded mailer
-//! writes to disk (`file::build_message`: text and HTML alternatives, the customer's name on
-//! `To`, "Order Service" on `From`). One builder for both backends means what a developer opens
-//! from `MAIL_DIR` is what a customer receives. (`SendEmail` would have SES assemble its own
-//! MIME instead; it would also make the text part unobservable in moto, which keeps only the
-//! HTML body of a `SendEmail`.)
+//! Emails go out in `SendBulkTemplatedEmail`s of up to 50 (`bulk`), gathered by the
+//! `mail::batcher` in front of this mailer: SES bills and throttles API requests, and one
+//! request per email was the larger half of the service's AWS requests per order. The service
+//! renders every email itself (`actors::mailer::render`, the same text and HTML the embedded
+//! mailer writes to `.eml` files) and the account's template (`template`) only places the
+//! parts. `From` is "Order Service" and the sender; `To` carries the customer's name.
+//!
+//! Where SES refuses to manage the template, each email goes out alone through `SendRawEmail`
+//! instead, as the very RFC 5322 message the embedded mailer writes (`file::build_message`).
+
+mod bulk;
+mod template;
 
 use async_trait::async_trait;
 use aws_config::timeout::TimeoutConfig;
@@ -25,6 +31,8 @@ use crate::config::AwsConfig;
 use crate::domain::Email;
 use crate::error::BackendError;
 use crate::metrics::SES_REQUESTS_TOTAL;
+use bulk::BulkOutcome;
+use template::TemplateState;
 
 const BACKEND: &str = "mailer";
 
@@ -53,6 +61,10 @@ pub struct SesMailer {
     sender: Email,
     /// `"Order Service" <sender>`, the `From` header.
     from: Mailbox,
+    /// `From`, as SES takes it in a bulk send's `Source` (see `bulk::mailbox`).
+    source: String,
+    /// Whether bulk sends can name the template.
+    template: TemplateState,
     /// The last `GetSendQuota` answer and when it came: SES allows that call about once a
     /// second per account, and every process's `/ready` probes ask, so they share one answer
     /// for `PING_REUSE` instead of being throttled into "not ready".
@@ -82,7 +94,14 @@ impl SesMailer {
     }
 
     pub fn from_client(client: Client, sender: Email) -> Result<SesMailer, BackendError> {
-        for operation in ["GetSendQuota", "SendRawEmail"] {
+        for operation in [
+            "GetSendQuota",
+            "SendRawEmail",
+            "SendBulkTemplatedEmail",
+            "GetTemplate",
+            "CreateTemplate",
+            "UpdateTemplate",
+        ] {
             metrics::counter!(SES_REQUESTS_TOTAL, "operation" => operation).increment(0);
         }
         let address = sender
@@ -92,6 +111,8 @@ impl SesMailer {
         Ok(SesMailer {
             client,
             from: Mailbox::new(Some(SENDER_NAME.to_string()), address),
+            source: bulk::mailbox(SENDER_NAME, sender.as_str()),
+            template: TemplateState::new(),
             sender,
             last_ping: std::sync::Mutex::new(None),
         })
@@ -121,14 +142,15 @@ pub fn client_for_endpoint(endpoint: &str, region: &str) -> Client {
 const THROTTLING_CODES: [&str; 3] = ["Throttling", "ThrottlingException", "MaxSendRateExceeded"];
 
 /// A throttled send is told apart (see `crate::mail::THROTTLED`): it is retried for longer.
-fn send_error(
-    e: aws_sdk_ses::error::SdkError<aws_sdk_ses::operation::send_raw_email::SendRawEmailError>,
-) -> BackendError {
+fn send_error<E>(operation: &str, e: aws_sdk_ses::error::SdkError<E>) -> BackendError
+where
+    E: std::error::Error + aws_sdk_ses::error::ProvideErrorMetadata + Send + Sync + 'static,
+{
     use aws_sdk_ses::error::ProvideErrorMetadata;
     let throttled = e.code().is_some_and(|c| THROTTLING_CODES.contains(&c))
         || e.message()
             .is_some_and(|m| m.contains("Maximum sending rate exceeded"));
-    let error = sdk_error(BACKEND, "SendRawEmail", e);
+    let error = sdk_error(BACKEND, operation, e);
     if throttled {
         crate::mail::throttled(BACKEND, error)
     } else {
@@ -159,6 +181,56 @@ impl Mailer for SesMailer {
     }
 
     async fn send(&self, email: &OutgoingEmail) -> Result<(), BackendError> {
+        let mut outcomes = self.send_many(std::slice::from_ref(email)).await;
+        outcomes.pop().expect("one outcome per email")
+    }
+
+    async fn send_many(&self, emails: &[OutgoingEmail]) -> Vec<Result<(), BackendError>> {
+        let mut outcomes = Vec::with_capacity(emails.len());
+        for chunk in emails.chunks(super::batcher::MAX_DESTINATIONS) {
+            outcomes.extend(self.send_chunk(chunk).await);
+        }
+        outcomes
+    }
+}
+
+/// The same error for each email of `emails`.
+fn each(emails: &[OutgoingEmail], e: BackendError) -> Vec<Result<(), BackendError>> {
+    emails.iter().map(|_| Err(e.clone())).collect()
+}
+
+impl SesMailer {
+    /// Up to 50 emails in one bulk request, or one by one where the template is refused. A
+    /// template gone since it was made (deleted by hand, or an emulator restarted) is made again
+    /// once, and the request tried again.
+    async fn send_chunk(&self, emails: &[OutgoingEmail]) -> Vec<Result<(), BackendError>> {
+        let mut last_error = None;
+        for _ in 0..2 {
+            match self.template.ready(&self.client).await {
+                Err(e) => return each(emails, e),
+                Ok(false) => {
+                    let mut outcomes = Vec::with_capacity(emails.len());
+                    for email in emails {
+                        outcomes.push(self.send_raw(email).await);
+                    }
+                    return outcomes;
+                }
+                Ok(true) => {}
+            }
+            match bulk::send(&self.client, &self.source, emails).await {
+                BulkOutcome::Answered(outcomes) => return outcomes,
+                BulkOutcome::Failed(e) => return each(emails, e),
+                BulkOutcome::TemplateMissing(e) => {
+                    self.template.forget().await;
+                    last_error = Some(e);
+                }
+            }
+        }
+        each(emails, last_error.expect("set by the last try"))
+    }
+
+    /// One email, alone, as the RFC 5322 message the embedded mailer writes.
+    async fn send_raw(&self, email: &OutgoingEmail) -> Result<(), BackendError> {
         let message = build_message(&self.from, email)?.formatted();
         let raw = RawMessage::builder()
             .data(Blob::new(message))
@@ -174,7 +246,7 @@ impl Mailer for SesMailer {
             .raw_message(raw)
             .send()
             .await
-            .map_err(send_error)?;
+            .map_err(|e| send_error("SendRawEmail", e))?;
         tracing::info!(
             reference = %email.reference,
             ses_message_id = output.message_id(),

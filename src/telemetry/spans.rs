@@ -69,15 +69,17 @@ pub fn backend(backend: &'static str, operation: &'static str) -> Span {
                 "client"
             },
         ),
+        // On SES, an email's span covers its wait for company and the bulk request it joined
+        // (see `mail::batcher`).
         "mailer" => {
             let ses = kind.is_some_and(|k| k.mailer == "ses");
             tracing::info_span!(
                 "mailer",
-                otel.name = if ses { "SES.SendEmail" } else { "mail file write" },
+                otel.name = if ses { "SES.SendBulkTemplatedEmail" } else { "mail file write" },
                 otel.kind = "client",
                 rpc.system = if ses { "aws-api" } else { "file" },
                 rpc.service = if ses { "SES" } else { "mail-dir" },
-                rpc.method = if ses { "SendEmail" } else { operation },
+                rpc.method = if ses { "SendBulkTemplatedEmail" } else { operation },
                 otel.status_code = Empty,
                 otel.status_description = Empty,
                 error.type = Empty,

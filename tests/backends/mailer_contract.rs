@@ -112,6 +112,28 @@ async fn every_email_goes_out(mailer: &dyn Mailer, outbox: &Outbox) {
     }
 }
 
+async fn a_batch_goes_out_each_email_to_its_own_recipient(mailer: &dyn Mailer, outbox: &Outbox) {
+    let emails: Vec<OutgoingEmail> = (1..=3)
+        .map(|i| {
+            email(
+                &format!("order-{i}-completed"),
+                &format!("customer{i}@example.com"),
+            )
+        })
+        .collect();
+    let outcomes = mailer.send_many(&emails).await;
+    assert!(outcomes.iter().all(Result::is_ok), "{outcomes:?}");
+    let sent = outbox.sent().await;
+    assert_eq!(sent.len(), 3, "{sent:?}");
+    for original in &emails {
+        let found = sent
+            .iter()
+            .find(|s| s.subject == original.subject)
+            .unwrap_or_else(|| panic!("{} not sent: {sent:?}", original.reference));
+        assert_same(found, original);
+    }
+}
+
 /// Generates one `#[tokio::test]` per contract function for each implementation.
 macro_rules! mailer_contract {
     ($($test:ident),* $(,)?) => {
@@ -140,7 +162,8 @@ macro_rules! mailer_contract {
 mailer_contract!(
     ping_answers,
     a_sent_email_can_be_read_back,
-    every_email_goes_out
+    every_email_goes_out,
+    a_batch_goes_out_each_email_to_its_own_recipient
 );
 
 fn sender_mailbox() -> Mailbox {
@@ -202,6 +225,63 @@ mod ses_only {
             "{err:?}"
         );
         assert!(moto.sent_emails().await.is_empty());
+    }
+
+    /// SES bills and throttles requests: a batch of emails is one request.
+    #[tokio::test]
+    async fn a_batch_of_emails_is_one_ses_request() {
+        let Some((mailer, super::Outbox::Moto(ref moto))) = super::ses_mailer().await else {
+            return;
+        };
+        let emails: Vec<_> = (1..=5)
+            .map(|i| {
+                super::email(
+                    &format!("order-{i}-completed"),
+                    &format!("c{i}@example.com"),
+                )
+            })
+            .collect();
+        let outcomes = mailer.send_many(&emails).await;
+        assert!(outcomes.iter().all(Result::is_ok), "{outcomes:?}");
+        assert_eq!(moto.ses_send_requests().await, 1);
+        assert_eq!(moto.sent_emails().await.len(), 5);
+    }
+
+    /// The account's template deleted by hand (or lost with an emulator's restart) does not
+    /// lose an email: the mailer makes it again and sends.
+    #[tokio::test]
+    async fn a_deleted_template_is_made_again() {
+        let Some((mailer, super::Outbox::Moto(ref moto))) = super::ses_mailer().await else {
+            return;
+        };
+        let first = super::email("order-1-completed", "first@example.com");
+        mailer.send(&first).await.expect("first send");
+        let templates = moto
+            .ses()
+            .list_templates()
+            .send()
+            .await
+            .expect("list templates");
+        let names: Vec<String> = templates
+            .templates_metadata()
+            .iter()
+            .filter_map(|t| t.name().map(str::to_string))
+            .collect();
+        assert_eq!(names.len(), 1, "{names:?}");
+        moto.ses()
+            .delete_template()
+            .template_name(&names[0])
+            .send()
+            .await
+            .expect("delete the template");
+        let second = super::email("order-2-completed", "second@example.com");
+        mailer
+            .send(&second)
+            .await
+            .expect("send after the template was deleted");
+        let sent = moto.sent_emails().await;
+        assert_eq!(sent.len(), 2, "{sent:?}");
+        super::assert_same(&sent[1], &second);
     }
 
     #[tokio::test]

@@ -9,14 +9,22 @@
 //! Moto quirks worth knowing (moto 5.x):
 //! - a message received `maxReceiveCount` times moves to the dead-letter queue on the *next*
 //!   receive, not when its visibility runs out;
-//! - `SendEmail` keeps a single body (the HTML one when both are given), which is one reason the
-//!   SES mailer uses `SendRawEmail`: moto keeps the whole MIME message, parsed here;
-//! - sent emails are only visible through `GET /moto-api/data.json` (`ses.RawMessage` and
-//!   `ses.Message`), which lists every account and region of the server.
+//! - `SendEmail` keeps a single body (the HTML one when both are given);
+//! - `SendBulkTemplatedEmail` (how the service sends) keeps the template's name and each
+//!   destination's data, not the email: [`Moto::sent_emails`] asks moto's own
+//!   `TestRenderTemplate` (an SES API) to render each destination, and puts the `From` and
+//!   `To` that SES would write from `Source` and the destination's address on top, with
+//!   moto's `Date` (ISO 8601, in the server's time zone, UTC here) written as RFC 5322 wants it;
+//! - sent emails are only visible through `GET /moto-api/data.json` (`ses.RawMessage`,
+//!   `ses.TemplateMessage` and `ses.Message`), which lists every account and region of the
+//!   server.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
 
+use mail_parser::{MessageParser, PartType};
 use serde_json::Value;
 
 use super::{find_binary, free_port, temp_dir, wait_for_port, ServerProcess};
@@ -29,6 +37,9 @@ pub struct Moto {
     pub port: u16,
     binary: PathBuf,
     dir: PathBuf,
+    /// Templated emails already rendered, by moto's message id and destination: what was sent
+    /// does not change, and rendering asks moto once per destination.
+    rendered: Mutex<HashMap<(String, usize), String>>,
 }
 
 /// Starts moto_server, or returns `None` (after saying why) when it is not installed.
@@ -47,6 +58,7 @@ pub fn start() -> Option<Moto> {
         port,
         binary,
         dir,
+        rendered: Mutex::default(),
     })
 }
 
@@ -81,7 +93,8 @@ pub struct SentEmail {
     /// one body only, which then fills both.
     pub text: String,
     pub html: String,
-    /// The message as sent (raw sends only), to check it like an `.eml` file.
+    /// The message as sent (raw sends), or as SES renders a templated one (see the module
+    /// comment), to check it like an `.eml` file; empty for a `SendEmail`.
     pub raw: String,
 }
 
@@ -143,8 +156,18 @@ impl Moto {
             .expect("verify SES sender in moto");
     }
 
-    /// Every email moto's SES accepted, in sending order.
-    pub async fn sent_emails(&self) -> Vec<SentEmail> {
+    /// How many sending requests moto's SES accepted (`SendRawEmail`, `SendEmail`, a
+    /// templated or bulk templated send each count one, whatever their recipients).
+    pub async fn ses_send_requests(&self) -> usize {
+        let data = self.data().await;
+        ["RawMessage", "TemplateMessage", "Message"]
+            .iter()
+            .map(|kind| data["ses"][kind].as_array().map_or(0, Vec::len))
+            .sum()
+    }
+
+    /// `GET /moto-api/data.json`: every record of every service.
+    async fn data(&self) -> Value {
         let url = format!("{}/moto-api/data.json", self.endpoint());
         let text = reqwest::get(&url)
             .await
@@ -153,7 +176,12 @@ impl Moto {
             .text()
             .await
             .expect("read moto's data.json");
-        let data: Value = serde_json::from_str(&text).expect("moto's data.json is JSON");
+        serde_json::from_str(&text).expect("moto's data.json is JSON")
+    }
+
+    /// Every email moto's SES accepted, each kind of send (raw, templated, simple) in sending order.
+    pub async fn sent_emails(&self) -> Vec<SentEmail> {
+        let data = self.data().await;
         let ses = &data["ses"];
         let raw = ses["RawMessage"].as_array().into_iter().flatten().map(|m| {
             let raw_data = m["raw_data"].as_str().unwrap_or_default();
@@ -171,7 +199,7 @@ impl Moto {
                     .into_iter()
                     .flatten()
                     .filter_map(Value::as_str)
-                    .flat_map(addresses)
+                    .flat_map(|a| parse_email(&format!("To: {a}\r\n\r\n")).to)
                     .collect(),
                 from: m["source"].as_str().unwrap_or_default().to_string(),
                 subject: m["subject"].as_str().unwrap_or_default().to_string(),
@@ -180,246 +208,142 @@ impl Moto {
                 raw: String::new(),
             }
         });
-        raw.chain(simple).collect()
+        let mut templated = Vec::new();
+        for m in ses["TemplateMessage"].as_array().into_iter().flatten() {
+            templated.extend(self.rendered_template_message(m).await);
+        }
+        raw.chain(templated).chain(simple).collect()
+    }
+
+    /// One `ses.TemplateMessage` record: a destination each for a bulk send (a list of
+    /// `{Destination, ReplacementTemplateData}`), one for a `SendTemplatedEmail`.
+    async fn rendered_template_message(&self, m: &Value) -> Vec<SentEmail> {
+        let id = m["id"].as_str().unwrap_or_default();
+        let source = m["source"].as_str().unwrap_or_default();
+        let template = m["template"].as_str().unwrap_or_default();
+        let default_data = m["template_data"].as_str().unwrap_or("{}");
+        let destinations: Vec<(&Value, &str)> = match &m["destinations"] {
+            Value::Array(list) => list
+                .iter()
+                .map(|d| {
+                    let data = d["ReplacementTemplateData"].as_str().unwrap_or("{}");
+                    (&d["Destination"], data)
+                })
+                .collect(),
+            single => vec![(single, "{}")],
+        };
+        let mut emails = Vec::with_capacity(destinations.len());
+        for (index, (destination, data)) in destinations.into_iter().enumerate() {
+            let key = (id.to_string(), index);
+            let cached = self.rendered.lock().unwrap().get(&key).cloned();
+            let raw = match cached {
+                Some(raw) => raw,
+                None => {
+                    let data = merged_template_data(default_data, data);
+                    let rendered = self.render(template, &data).await;
+                    let to: Vec<&str> = destination["ToAddresses"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(Value::as_str)
+                        .collect();
+                    let raw = format!(
+                        "From: {source}\r\nTo: {}\r\n{}",
+                        to.join(", "),
+                        with_rfc5322_date(&rendered)
+                    );
+                    self.rendered.lock().unwrap().insert(key, raw.clone());
+                    raw
+                }
+            };
+            let mut email = parse_email(&raw);
+            email.message_id = format!("{id}#{index}");
+            email.raw = raw;
+            emails.push(email);
+        }
+        emails
+    }
+
+    /// The message SES makes of `template` with `data` (`TestRenderTemplate`).
+    async fn render(&self, template: &str, data: &str) -> String {
+        self.ses()
+            .test_render_template()
+            .template_name(template)
+            .template_data(data)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("moto renders template {template} with {data}: {e:?}"))
+            .rendered_template()
+            .unwrap_or_default()
+            .to_string()
     }
 }
 
-/// Parses an RFC 5322 message of the shape the service sends (single part, or
-/// `multipart/alternative` with text and HTML; 7bit, 8bit, quoted-printable or base64; RFC 2047
-/// encoded headers). Enough for tests, not a general MIME parser.
-pub fn parse_email(raw: &str) -> SentEmail {
-    let (headers, body) = split_entity(raw);
-    let header = |name: &str| {
-        headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| decode_header(v))
-            .unwrap_or_default()
+/// moto's rendering starts `Date: 2026-12-04T21:22:54.820377` (Python's `isoformat`); SES
+/// writes an RFC 5322 date.
+fn with_rfc5322_date(rendered: &str) -> String {
+    let Some(rest) = rendered.strip_prefix("Date: ") else {
+        return rendered.to_string();
     };
+    let (iso, after) = rest.split_once("\r\n").unwrap_or((rest, ""));
+    match chrono::NaiveDateTime::parse_from_str(iso.trim(), "%Y-%m-%dT%H:%M:%S%.f") {
+        Ok(date) => format!("Date: {}\r\n{after}", date.and_utc().to_rfc2822()),
+        Err(_) => rendered.to_string(),
+    }
+}
+
+/// A destination's data over the default data, key by key, as SES merges them.
+fn merged_template_data(default_data: &str, replacement: &str) -> String {
+    let mut merged: serde_json::Map<String, Value> =
+        serde_json::from_str(default_data).unwrap_or_default();
+    let replacement: serde_json::Map<String, Value> =
+        serde_json::from_str(replacement).unwrap_or_default();
+    merged.extend(replacement);
+    Value::Object(merged).to_string()
+}
+
+/// Reads an RFC 5322 message with `mail-parser` (folded and encoded headers, multipart
+/// alternatives, quoted-printable and base64 bodies): the first text and the first HTML part.
+pub fn parse_email(raw: &str) -> SentEmail {
+    let message = MessageParser::default()
+        .parse(raw)
+        .unwrap_or_else(|| panic!("not an RFC 5322 message:\n{raw}"));
+    let to = message
+        .to()
+        .map(|list| {
+            list.iter()
+                .filter_map(|a| a.address())
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default();
+    let from = message
+        .from()
+        .and_then(|list| list.first())
+        .map(|a| {
+            let address = a.address().unwrap_or_default();
+            match a.name() {
+                Some(name) => format!("{name} <{address}>"),
+                None => address.to_string(),
+            }
+        })
+        .unwrap_or_default();
     let mut email = SentEmail {
-        to: addresses(&header("To")),
-        from: header("From"),
-        subject: header("Subject"),
+        to,
+        from,
+        subject: message.subject().unwrap_or_default().to_string(),
         ..SentEmail::default()
     };
-    collect_bodies(&headers, body, &mut email);
+    for part in &message.parts {
+        match &part.body {
+            PartType::Text(text) if email.text.is_empty() => {
+                email.text = text.replace("\r\n", "\n");
+            }
+            PartType::Html(html) if email.html.is_empty() => {
+                email.html = html.replace("\r\n", "\n");
+            }
+            _ => {}
+        }
+    }
     email
-}
-
-/// Headers (unfolded) and body of one MIME entity.
-fn split_entity(raw: &str) -> (Vec<(String, String)>, &str) {
-    let (head, body) = raw
-        .split_once("\r\n\r\n")
-        .or_else(|| raw.split_once("\n\n"))
-        .unwrap_or((raw, ""));
-    let mut headers: Vec<(String, String)> = vec![];
-    for line in head.lines() {
-        if line.starts_with([' ', '\t']) {
-            // A folded continuation: unfolding removes only the line break.
-            if let Some((_, value)) = headers.last_mut() {
-                value.push_str(line);
-            }
-        } else if let Some((name, value)) = line.split_once(':') {
-            headers.push((name.trim().to_string(), value.trim().to_string()));
-        }
-    }
-    (headers, body)
-}
-
-fn header_value<'h>(headers: &'h [(String, String)], name: &str) -> &'h str {
-    headers
-        .iter()
-        .find(|(n, _)| n.eq_ignore_ascii_case(name))
-        .map(|(_, v)| v.as_str())
-        .unwrap_or("")
-}
-
-fn collect_bodies(headers: &[(String, String)], body: &str, email: &mut SentEmail) {
-    let content_type = header_value(headers, "Content-Type");
-    let mime = content_type
-        .split(';')
-        .next()
-        .unwrap_or("text/plain")
-        .trim()
-        .to_ascii_lowercase();
-    if mime.starts_with("multipart/") {
-        let boundary = parameter(content_type, "boundary").expect("multipart without boundary");
-        let delimiter = format!("--{boundary}");
-        // The preamble before the first delimiter and the epilogue after the last are skipped.
-        for part in body.split(delimiter.as_str()).skip(1) {
-            if part.starts_with("--") {
-                break;
-            }
-            let part = part
-                .strip_prefix("\r\n")
-                .or_else(|| part.strip_prefix('\n'))
-                .unwrap_or(part);
-            // The line break before a delimiter belongs to the delimiter.
-            let part = part
-                .strip_suffix("\r\n")
-                .or_else(|| part.strip_suffix('\n'))
-                .unwrap_or(part);
-            let (part_headers, part_body) = split_entity(part);
-            collect_bodies(&part_headers, part_body, email);
-        }
-        return;
-    }
-    let decoded = match header_value(headers, "Content-Transfer-Encoding")
-        .to_ascii_lowercase()
-        .as_str()
-    {
-        "base64" => decode_base64(body),
-        "quoted-printable" => decode_quoted_printable(body),
-        _ => body.as_bytes().to_vec(),
-    };
-    let text = String::from_utf8(decoded)
-        .expect("email body is UTF-8")
-        .replace("\r\n", "\n");
-    if mime == "text/html" {
-        email.html = text;
-    } else {
-        email.text = text;
-    }
-}
-
-/// A `name=value` or `name="value"` parameter of a structured header.
-fn parameter(header: &str, name: &str) -> Option<String> {
-    header.split(';').skip(1).find_map(|p| {
-        let (n, v) = p.trim().split_once('=')?;
-        n.trim()
-            .eq_ignore_ascii_case(name)
-            .then(|| v.trim().trim_matches('"').to_string())
-    })
-}
-
-/// Decodes RFC 2047 encoded words (`=?utf-8?b?...?=`, `=?utf-8?q?...?=`); whitespace between two
-/// encoded words is dropped, as the RFC requires.
-fn decode_header(value: &str) -> String {
-    let mut out = Vec::new();
-    let mut rest = value;
-    let mut after_encoded_word = false;
-    while !rest.is_empty() {
-        match rest.find("=?") {
-            Some(start) => {
-                let (before, word) = rest.split_at(start);
-                let decoded = encoded_word(word);
-                match decoded {
-                    Some((bytes, consumed)) => {
-                        if !(after_encoded_word && before.trim().is_empty()) {
-                            out.extend_from_slice(before.as_bytes());
-                        }
-                        out.extend(bytes);
-                        rest = &word[consumed..];
-                        after_encoded_word = true;
-                    }
-                    None => {
-                        out.extend_from_slice(before.as_bytes());
-                        out.extend_from_slice(b"=?");
-                        rest = &word[2..];
-                        after_encoded_word = false;
-                    }
-                }
-            }
-            None => {
-                out.extend_from_slice(rest.as_bytes());
-                rest = "";
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-/// One encoded word at the start of `s`: its bytes, and how much of `s` it spans.
-fn encoded_word(s: &str) -> Option<(Vec<u8>, usize)> {
-    let inner = s.strip_prefix("=?")?;
-    let mut fields = inner.splitn(3, '?');
-    let charset = fields.next()?;
-    let encoding = fields.next()?;
-    let text_and_rest = fields.next()?;
-    let end = text_and_rest.find("?=")?;
-    let text = &text_and_rest[..end];
-    let consumed = 2 + charset.len() + 1 + encoding.len() + 1 + end + 2;
-    let bytes = match encoding.to_ascii_lowercase().as_str() {
-        "b" => decode_base64(text),
-        "q" => decode_quoted_printable(&text.replace('_', " ")),
-        _ => return None,
-    };
-    Some((bytes, consumed))
-}
-
-fn decode_base64(s: &str) -> Vec<u8> {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = Vec::new();
-    let mut buffer = 0u32;
-    let mut bits = 0;
-    for c in s.bytes() {
-        let Some(value) = ALPHABET.iter().position(|&a| a == c) else {
-            continue; // line breaks and padding
-        };
-        buffer = (buffer << 6) | value as u32;
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((buffer >> bits) as u8);
-        }
-    }
-    out
-}
-
-fn decode_quoted_printable(s: &str) -> Vec<u8> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'=' if bytes[i + 1..].starts_with(b"\r\n") => i += 3,
-            b'=' if bytes[i + 1..].starts_with(b"\n") => i += 2,
-            b'=' if i + 2 < bytes.len() => {
-                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("");
-                match u8::from_str_radix(hex, 16) {
-                    Ok(b) => {
-                        out.push(b);
-                        i += 3;
-                    }
-                    Err(_) => {
-                        out.push(b'=');
-                        i += 1;
-                    }
-                }
-            }
-            b => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    out
-}
-
-/// Bare addresses of an address list (`"Name" <a@x>, b@y` → `a@x`, `b@y`).
-fn addresses(list: &str) -> Vec<String> {
-    let mut out = vec![];
-    let mut current = String::new();
-    let mut quoted = false;
-    for c in list.chars().chain(std::iter::once(',')) {
-        match c {
-            '"' => {
-                quoted = !quoted;
-                current.push(c);
-            }
-            ',' if !quoted => {
-                let entry = current.trim();
-                let address = match (entry.rfind('<'), entry.rfind('>')) {
-                    (Some(open), Some(close)) if open < close => &entry[open + 1..close],
-                    _ => entry,
-                };
-                if !address.is_empty() {
-                    out.push(address.trim().to_string());
-                }
-                current.clear();
-            }
-            _ => current.push(c),
-        }
-    }
-    out
 }

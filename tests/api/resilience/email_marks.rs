@@ -37,9 +37,21 @@ async fn an_email_sent_while_the_store_was_out_of_reach_is_not_sent_again() {
     let pid = str_of(&srv.create_product(&admin, &unique("Marked"), 100, 10).await["id"]);
     let user = srv.new_user().await;
 
+    // A first order's email makes the service's SES template, so that the next email's
+    // request to SES is its send.
+    let first = str_of(&srv.place_order(&user, &[(&pid, 1)]).await["id"]);
+    poll_until(ORDER_DEADLINE, "the first order's email", || async {
+        let sent = moto.sent_emails().await;
+        match sent.iter().any(|e| e.subject.contains(&first)) {
+            true => Ok(()),
+            false => Err(format!("{} emails, none for {first}", sent.len())),
+        }
+    })
+    .await;
+
     // The email is claimed, and its send held in the SES hole.
     ses.black_hole();
-    ses.count(b"SendRawEmail");
+    ses.count(b"SendBulkTemplatedEmail");
     let id = str_of(&srv.place_order(&user, &[(&pid, 1)]).await["id"]);
     wait_until_seen(&ses, "the email's send").await;
     // The store goes out of reach, then the send goes through: its mark meets the outage.

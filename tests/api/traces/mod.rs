@@ -213,13 +213,17 @@ async fn api_and_worker_on_the_real_backends_make_one_trace() {
     let (_, r) = place_traced_order(&api, &trace_id).await;
     assert_trace_headers(&r, &trace_id);
 
-    let trace = wait_for_order_trace(&jaeger, &trace_id, "mongodb", "SES.SendEmail").await;
-    assert_order_trace(&trace, "mongodb", "SES.SendEmail");
+    let trace =
+        wait_for_order_trace(&jaeger, &trace_id, "mongodb", "SES.SendBulkTemplatedEmail").await;
+    assert_order_trace(&trace, "mongodb", "SES.SendBulkTemplatedEmail");
     assert_eq!(
         trace.span("send orders").tag("messaging.system"),
         Some("aws_sqs")
     );
-    assert_eq!(trace.span("SES.SendEmail").tag("rpc.service"), Some("SES"));
+    assert_eq!(
+        trace.span("SES.SendBulkTemplatedEmail").tag("rpc.service"),
+        Some("SES")
+    );
 }
 
 /// Orders that wait for a worker are taken in one receive: its span is a child of the first
