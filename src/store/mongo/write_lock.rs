@@ -17,9 +17,6 @@
 //!   when Redis is configured (`lock_wakeups`), looking again every `WATCH_EVERY` (100 ms) in
 //!   case the announcement was lost. Without Redis it looks every 0.5-5 ms, as it must to get
 //!   the lock soon after its release.
-//! - **Requests first across processes, too.** A waiting request's process announces that it
-//!   wants the lease; the holder then gives it back after its current write unless its own
-//!   next writer is due as well (`after_write`), and lets the other process take it first.
 //! - **Never a write without it.** A lease that can not be had within `LOCK_PATIENCE`, or a lock
 //!   command that fails, fails the write as `Unavailable` (a 503 `unavailable` to the client):
 //!   an unserialised write on this server can oversell or lose a transition. Inserts and
@@ -153,11 +150,6 @@ const LOCK_ID: &str = "writes";
 /// a release whose announcement was lost, and to see a dead holder's lease run out (10 s).
 const WATCH_EVERY: Duration = Duration::from_millis(100);
 
-/// How long a process that gave its lease back to another process's waiting request waits for
-/// that process to take it before competing again: a wake-up through Redis and an insert take
-/// a millisecond or two here.
-const YIELD_GRACE: Duration = Duration::from_millis(20);
-
 /// The lock's clock settings; shorter in tests.
 #[derive(Clone, Copy, Debug)]
 struct Timing {
@@ -211,21 +203,6 @@ struct LockState {
     /// Another holder's lock document as last seen, and since when (our clock) it has not
     /// changed: kept across writes, since a dead holder is only known after a whole lease.
     watched: Option<(Document, Instant)>,
-    /// The lease was given back early for another process's waiting request: this process's
-    /// next writer lets that process take it first.
-    yielded: bool,
-}
-
-/// What becomes of the lease after a write.
-#[derive(Debug, PartialEq, Eq)]
-enum AfterWrite {
-    /// Kept for this process's next writer.
-    Keep,
-    /// Given back.
-    Release,
-    /// Given back early, because another process's request waits for it and this process's
-    /// next writer is not due yet.
-    Yield,
 }
 
 /// A write lock shared by every process using one database. Mutual exclusion comes from the
@@ -311,17 +288,12 @@ impl SharedWriteLock {
     where
         F: std::future::Future<Output = Result<T, mongodb::error::Error>>,
     {
-        let urgency = Urgency::of_current_work();
         let queued = Queued::join(&self.queued);
-        let _turn = self.turns.take(urgency).await;
+        let _turn = self.turns.take(Urgency::of_current_work()).await;
         drop(queued);
         let mut state = self.state.lock().await;
         let held = state.lease.take();
-        let yielded = std::mem::take(&mut state.yielded);
-        let lease = match self
-            .ready_lease(held, &mut state.watched, urgency, yielded)
-            .await
-        {
+        let lease = match self.ready_lease(held, &mut state.watched).await {
             Ok(lease) => lease,
             Err(e) => {
                 tracing::warn!(error = %e, "write refused: the write lock is unavailable");
@@ -336,40 +308,20 @@ impl SharedWriteLock {
         };
         let (out, lease, alive) = self.alongside_renewals(lease, op).await;
         unreleased.owner = None;
-        let after = match alive {
-            true => self.after_write(&lease),
+        state.lease = if alive && self.keep(&lease) {
+            Some(lease)
+        } else {
             // A lease we no longer trust is given back too: if the document is still ours,
             // nobody has to wait a whole lease to see that we are gone.
-            false => AfterWrite::Release,
+            self.release(lease).await;
+            None
         };
-        state.lease = match after {
-            AfterWrite::Keep => Some(lease),
-            AfterWrite::Release | AfterWrite::Yield => {
-                self.release(lease).await;
-                None
-            }
-        };
-        state.yielded = matches!(after, AfterWrite::Yield);
         out
     }
 
-    /// Whether to keep the lease for the next writer of this process: while writers are queued,
-    /// for at most `MAX_HOLD`, and not when another process's request waits for it, unless this
-    /// process's next writer is due too (a request, or a background write deferred its whole
-    /// deferral).
-    fn after_write(&self, lease: &Lease) -> AfterWrite {
-        if self.queued.load(Ordering::Acquire) == 0 || lease.taken.elapsed() >= self.timing.max_hold
-        {
-            return AfterWrite::Release;
-        }
-        let wanted_elsewhere = self
-            .wakeups
-            .get()
-            .is_some_and(|w| w.take_wanted_elsewhere());
-        if wanted_elsewhere && !self.turns.next_is_due() {
-            return AfterWrite::Yield;
-        }
-        AfterWrite::Keep
+    /// Whether to keep the lease for the next writer of this process.
+    fn keep(&self, lease: &Lease) -> bool {
+        self.queued.load(Ordering::Acquire) > 0 && lease.taken.elapsed() < self.timing.max_hold
     }
 
     /// A lease good for a write: the one held if it is fresh, renewed if it is getting old, or
@@ -378,8 +330,6 @@ impl SharedWriteLock {
         &self,
         held: Option<Lease>,
         watched: &mut Option<(Document, Instant)>,
-        urgency: Urgency,
-        yielded: bool,
     ) -> Result<Lease, LockUnavailable> {
         if let Some(mut lease) = held {
             if lease.since.elapsed() < self.timing.renew_every() {
@@ -394,7 +344,7 @@ impl SharedWriteLock {
             }
             self.release(lease).await;
         }
-        self.acquire(watched, urgency, yielded).await
+        self.acquire(watched).await
     }
 
     /// Runs `op`, renewing the lease beside it for as long as it takes. Returns the lease, and
@@ -448,19 +398,11 @@ impl SharedWriteLock {
     async fn acquire(
         &self,
         watched: &mut Option<(Document, Instant)>,
-        urgency: Urgency,
-        yielded: bool,
     ) -> Result<Lease, LockUnavailable> {
         round_trips::scope(WorkPath::Lock, async {
             let owner = hex::encode(rand::random::<[u8; 12]>());
             let deadline = Instant::now() + self.timing.patience;
             let mut pause = Duration::from_micros(500);
-            if yielded {
-                // The process we gave the lease to takes it now; we wake on its release.
-                if let Some(release) = self.armed_release() {
-                    let _ = tokio::time::timeout(YIELD_GRACE, release).await;
-                }
-            }
             loop {
                 // Armed before the attempt: a release between a refused insert and the wait
                 // still wakes the wait.
@@ -493,11 +435,6 @@ impl SharedWriteLock {
                             "held by another process for over {:?}",
                             self.timing.patience
                         )));
-                    }
-                    if urgency == Urgency::Request {
-                        if let Some(wakeups) = self.wakeups.get() {
-                            wakeups.wanted();
-                        }
                     }
                     self.wait_for_release(release.take(), &mut pause).await;
                     release = self.armed_release();
@@ -577,7 +514,3 @@ impl SharedWriteLock {
         }
     }
 }
-
-#[cfg(test)]
-#[path = "write_lock_tests.rs"]
-mod tests;

@@ -137,16 +137,6 @@ impl WriteTurns {
         queue.busy = false;
     }
 
-    /// Whether the next writer in the queue is due now: a request's write (due on arrival), or
-    /// a background write that has waited its whole deferral. Such a writer should not wait
-    /// for another process either.
-    pub(super) fn next_is_due(&self) -> bool {
-        self.queue()
-            .waiting
-            .peek()
-            .is_some_and(|next| next.due <= Instant::now())
-    }
-
     fn queue(&self) -> std::sync::MutexGuard<'_, Queue> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }

@@ -130,7 +130,7 @@ async fn announce_release(real: &RealBackends) {
     let channel = order_service::store::mongo::lock_wakeups::channel(REDIS_PREFIX, &real.database);
     redis::cmd("PUBLISH")
         .arg(&channel)
-        .arg(order_service::store::mongo::lock_wakeups::release_message())
+        .arg("released")
         .query_async::<i64>(&mut connection)
         .await
         .expect("announce the release");
