@@ -49,7 +49,7 @@ round_trips() {
     echo "ferretdb_commands=$(ferretdb_commands)"
     echo "ferretdb_ticks=$(ticks "$ferretdb_pid")"
     echo "postgres_ticks=$(postgres_ticks)"
-    echo "service_ticks=$(ticks "$service_pid")"
+    echo "service_ticks=$(( $(ticks "$service_pid") + $(ticks "$worker_pid") ))"
     echo "at=$(date +%s.%N)"
   } >"$1"
   # The breakdown by collection and command, for reading after the run.
@@ -85,7 +85,7 @@ ferret_cpu_s="$(calc "%.3f" "$(delta ferretdb_ticks) / $hz")"
 row() { printf '%-58s %17s   %s\n' "$1" "$2" "$3"; }
 {
   echo
-  echo "order-service on real backends ($backends_label; FerretDB on ${BENCH_FERRETDB_HANDLER:-sqlite}): closed model, $order_users users," \
+  echo "order-service on real backends ($backends_label; FerretDB on ${BENCH_FERRETDB_HANDLER:-sqlite}; topology $topology): closed model, $order_users users," \
     "${duration} s after ${warmup} s warm-up, $(nproc) cores shared by everything"
   echo
   row "measure" "result" "target"
