@@ -35,6 +35,20 @@ async fn order_waiting_for_a_worker(env: ServerEnv) -> (ServerEnv, Auth, String)
     (api.stop(), user, id)
 }
 
+/// Starts a `serve` process on `env`, waits for order `id` to complete, and checks that
+/// exactly one email file went out for it. Returns the process, for its counters.
+async fn completed_with_one_email(env: &ServerEnv, user: &Auth, id: &str) -> TestServer {
+    let srv = TestServer::start(env.clone(), "serve").await;
+    let user = srv.login(&user.email, &user.password).await;
+    srv.poll_order_status(&user, id, "completed").await;
+    srv.find_email_file(id, "completed").await;
+    assert_eq!(
+        email_files_of(env, id),
+        vec![format!("order-{id}-completed.eml")]
+    );
+    srv
+}
+
 /// Writes the claim of order `id`'s completion email, made at `claimed_at` and never marked
 /// sent, into the embedded store of the stopped processes of `env`: what a process that died
 /// between the claim and the send leaves behind.
@@ -66,15 +80,8 @@ async fn an_email_claimed_by_a_process_that_died_before_sending_still_goes_out_o
     // claim and send leaves behind.
     claim_completion_email(&env, &id, chrono::Utc::now()).await;
 
-    let srv = TestServer::start(env.clone(), "serve").await;
-    let user = srv.login(&user.email, &user.password).await;
-    srv.poll_order_status(&user, &id, "completed").await;
-    // The worker found the claim held and sent nothing; the sweeper sends it once it is stale.
-    srv.find_email_file(&id, "completed").await;
-    assert_eq!(
-        email_files_of(&env, &id),
-        vec![format!("order-{id}-completed.eml")]
-    );
+    // The worker finds the claim held and sends nothing; the sweeper sends it once it is stale.
+    let srv = completed_with_one_email(&env, &user, &id).await;
     let resent = poll_until(ORDER_DEADLINE, "the resend counted", || async {
         match counter(&srv, "emails_resent_total").await {
             n if n >= 1.0 => Ok(n),
@@ -124,14 +131,7 @@ async fn an_email_claimed_ahead_and_looked_at_while_its_order_waits_goes_out_whe
     let env = api.stop();
 
     // A worker completes the order: its email goes out now, once, not an hour on.
-    let srv = TestServer::start(env.clone(), "serve").await;
-    let user = srv.login(&user.email, &user.password).await;
-    srv.poll_order_status(&user, &id, "completed").await;
-    srv.find_email_file(&id, "completed").await;
-    assert_eq!(
-        email_files_of(&env, &id),
-        vec![format!("order-{id}-completed.eml")]
-    );
+    let srv = completed_with_one_email(&env, &user, &id).await;
     assert_eq!(counter(&srv, "emails_sent_total").await, 1.0, "one email");
 }
 
