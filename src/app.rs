@@ -20,10 +20,11 @@ use crate::actors::sqs_poller::SqsPollerActor;
 use crate::authenticator::Authenticator;
 use crate::backends::BackendKinds;
 use crate::cache::none::NoCache;
+use crate::coalesce::Batching;
 use crate::config::Config;
 use crate::http::{self, extract::BodyLimit, ApiState};
 use crate::messages::sqs_poller::StopPolling;
-use crate::queue::batcher::{Batching, SendBatcher};
+use crate::queue::batcher::{self, SendBatcher};
 use crate::throttle::LoginThrottle;
 use crate::tokens::TokenService;
 
@@ -89,9 +90,9 @@ impl ShutdownSignal {
 /// wait a little for company and several batches go out at once; the embedded queue does not.
 fn send_batching(kinds: BackendKinds) -> Batching {
     if kinds.queue_is_remote() {
-        Batching::REMOTE
+        batcher::REMOTE
     } else {
-        Batching::LOCAL
+        batcher::LOCAL
     }
 }
 

@@ -6,9 +6,9 @@
 //! company after the first message; under light load that adds `linger` to one request, under
 //! heavy load batches fill up at once.
 //!
-//! How it batches is the queue's to say ([`Batching`]): on SQS several batches go out at once
-//! (one at a time would cap the service at ten messages per round trip, about 500 orders/s at
-//! SQS's typical 20 ms) and a send waits a few milliseconds for company. The embedded queue
+//! How it batches is the queue's to say ([`REMOTE`], [`LOCAL`]): on SQS several batches go out
+//! at once (one at a time would cap the service at ten messages per round trip, about 500
+//! orders/s at SQS's typical 20 ms) and a send waits a few milliseconds for company. The embedded queue
 //! takes one batch at a time without waiting: the messages that arrive while a batch is
 //! written gather in the channel and leave together in the next one. The mechanics are
 //! `crate::coalesce`'s, shared with the SES mailer's batches.
@@ -17,31 +17,23 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{OutgoingMessage, Queue, TraceCarrier, MAX_BATCH};
-use crate::coalesce::Coalescer;
+use crate::coalesce::{Batching, Coalescer};
 use crate::error::BackendError;
 
-/// How the batcher fills and sends batches.
-#[derive(Clone, Copy, Debug)]
-pub struct Batching {
-    /// How long the first message of a batch waits for others.
-    pub linger: Duration,
-    /// Batches sent at once.
-    pub in_flight: usize,
-}
+/// For a queue that bills per request and answers in tens of milliseconds (SQS): enough
+/// batches out to keep it busy, few enough not to flood a queue in trouble.
+pub const REMOTE: Batching = Batching {
+    linger: Duration::from_millis(3),
+    in_flight: 16,
+    max_batch: MAX_BATCH,
+};
 
-impl Batching {
-    /// For a queue that bills per request and answers in tens of milliseconds (SQS): enough
-    /// batches out to keep it busy, few enough not to flood a queue in trouble.
-    pub const REMOTE: Batching = Batching {
-        linger: Duration::from_millis(3),
-        in_flight: 16,
-    };
-    /// For the embedded queue: no request costs anything but the write itself.
-    pub const LOCAL: Batching = Batching {
-        linger: Duration::ZERO,
-        in_flight: 1,
-    };
-}
+/// For the embedded queue: no request costs anything but the write itself.
+pub const LOCAL: Batching = Batching {
+    linger: Duration::ZERO,
+    in_flight: 1,
+    max_batch: MAX_BATCH,
+};
 
 #[derive(Clone)]
 pub struct SendBatcher {
@@ -51,11 +43,6 @@ pub struct SendBatcher {
 impl SendBatcher {
     /// Starts the batching task on the current runtime.
     pub fn start(queue: Arc<dyn Queue>, batching: Batching) -> Self {
-        let batching = crate::coalesce::Batching {
-            linger: batching.linger,
-            in_flight: batching.in_flight,
-            max_batch: MAX_BATCH,
-        };
         let sends = Coalescer::start(batching, move |messages: Vec<OutgoingMessage>| {
             let queue = queue.clone();
             async move {
@@ -137,6 +124,7 @@ mod tests {
             Batching {
                 linger: Duration::from_millis(50),
                 in_flight: 4,
+                ..REMOTE
             },
         );
         let sends: Vec<_> = (0..25)
