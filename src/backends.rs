@@ -103,6 +103,14 @@ pub async fn build(config: &Config) -> anyhow::Result<Backends> {
     let (stores, store_kind) = match &config.mongodb_uri {
         Some(uri) => {
             let mongo = MongoStore::connect(uri.expose()).await?;
+            if let Some(redis) = &config.redis {
+                match crate::cache::redis::client(redis) {
+                    Ok(client) => mongo.wake_lock_waiters_through(client, REDIS_KEY_PREFIX),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "invalid Redis configuration; FerretDB lock waiters look at the lock instead")
+                    }
+                }
+            }
             // Finish stock returns a crashed process left half done (see `MongoStore`).
             match mongo.repair_stock_returns().await {
                 Ok(0) => {}

@@ -61,6 +61,7 @@ mod holds;
 mod idempotency;
 mod indexes;
 mod insert_batcher;
+pub mod lock_wakeups;
 mod notifications;
 mod orders;
 mod orders_by_id;
@@ -225,6 +226,16 @@ impl MongoStore {
 
     pub fn database(&self) -> &Database {
         &self.db
+    }
+
+    /// Where writes are serialised (FerretDB 1.x), has this process's writer that waits for
+    /// another process's lease woken by that process announcing its release on Redis pub/sub
+    /// (`lock_wakeups`), rather than looking at the lock every few milliseconds. Every process
+    /// sharing the database should be given the same Redis and `prefix`.
+    pub fn wake_lock_waiters_through(&self, redis: redis::Client, prefix: &str) {
+        let channel = lock_wakeups::channel(prefix, self.db.name());
+        self.writes
+            .wake_waiters_through(|| lock_wakeups::LockWakeups::start(redis, channel));
     }
 
     /// True when this process serialises its writes because the server's updates are not

@@ -12,6 +12,13 @@
 //!   contends for the shared lease. The lease is kept while writers are
 //!   queued behind the one finishing, for at most `MAX_HOLD`, then given back so that other
 //!   processes get their turn; under load one insert and one delete cover many writes.
+//! - **Woken, not polling, across processes.** A process waiting for another's lease looks at
+//!   the lock document once, then waits for the holder's release, announced on Redis pub/sub
+//!   when Redis is configured (`lock_wakeups`), looking again every `WATCH_EVERY` (50 ms) in
+//!   case the announcement was lost. Without Redis, or while the process does not trust the
+//!   channel (its own announcements do not come back within 30 ms), it looks every 0.5-5 ms,
+//!   as it must to get the lock soon after its release: the hand-over never depends on Redis's
+//!   health.
 //! - **Never a write without it.** A lease that can not be had within `LOCK_PATIENCE`, or a lock
 //!   command that fails, fails the write as `Unavailable` (a 503 `unavailable` to the client):
 //!   an unserialised write on this server can oversell or lose a transition. Inserts and
@@ -30,6 +37,7 @@
 //! applies: there is no lock.
 
 use std::future::IntoFuture;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,9 +45,11 @@ use std::time::Duration;
 use bson::{doc, Document};
 use chrono::Utc;
 use mongodb::{Collection, Database};
+use tokio::sync::futures::Notified;
 use tokio::time::Instant;
 
 use super::errors::db_error;
+use super::lock_wakeups::LockWakeups;
 use super::write_turns::{Urgency, WriteTurns};
 use crate::error::BackendError;
 use crate::round_trips::{self, WorkPath};
@@ -93,6 +103,14 @@ impl Writes {
         }
     }
 
+    /// Has waiters woken by the holder's release, announced through Redis (`lock_wakeups`),
+    /// instead of looking at the lock every few milliseconds. No effect where there is no lock.
+    pub(super) fn wake_waiters_through(&self, wakeups: impl FnOnce() -> Arc<LockWakeups>) {
+        if let Some(lock) = &self.lock {
+            let _ = lock.wakeups.set(wakeups());
+        }
+    }
+
     /// True when writes are serialised because the server's updates are not atomic.
     pub(super) fn serialised(&self) -> bool {
         self.lock.is_some()
@@ -129,6 +147,12 @@ async fn non_atomic_server(db: &Database) -> StoreResult<Option<String>> {
 }
 
 const LOCK_ID: &str = "writes";
+
+/// How often a waiter whose wake-ups come through Redis looks at the lock document anyway: for
+/// a release whose announcement was lost, and to see a dead holder's lease run out (10 s). It
+/// bounds how late a hand-over can be while the channel fails in a way this process can not
+/// see (`lock_wakeups`: its own announcements still come back, the holder's do not).
+const WATCH_EVERY: Duration = Duration::from_millis(50);
 
 /// The lock's clock settings; shorter in tests.
 #[derive(Clone, Copy, Debug)]
@@ -199,6 +223,8 @@ struct SharedWriteLock {
     /// Writers waiting for their turn: while there are some, the lease is kept for them.
     queued: AtomicUsize,
     timing: Timing,
+    /// Releases announced across processes, when Redis is there to carry them.
+    wakeups: std::sync::OnceLock<Arc<LockWakeups>>,
 }
 
 /// A place in the queue of this process's writers, left however the writer ends: a write
@@ -226,6 +252,7 @@ struct Unreleased {
     locks: Collection<Document>,
     owner: Option<String>,
     lease: Duration,
+    wakeups: Option<Arc<LockWakeups>>,
 }
 
 impl Drop for Unreleased {
@@ -236,10 +263,15 @@ impl Drop for Unreleased {
         };
         let locks = self.locks.clone();
         let bound = self.lease;
+        let wakeups = self.wakeups.take();
         runtime.spawn(async move {
             let release = locks.delete_one(doc! { "_id": LOCK_ID, "owner": owner });
             // Bounded: past the lease, another process removes the lock anyway.
-            let _ = tokio::time::timeout(bound, round_trips::scope(WorkPath::Lock, release)).await;
+            let released =
+                tokio::time::timeout(bound, round_trips::scope(WorkPath::Lock, release)).await;
+            if let (Ok(Ok(_)), Some(wakeups)) = (released, wakeups) {
+                wakeups.released();
+            }
         });
     }
 }
@@ -252,6 +284,7 @@ impl SharedWriteLock {
             state: tokio::sync::Mutex::new(LockState::default()),
             queued: AtomicUsize::new(0),
             timing,
+            wakeups: std::sync::OnceLock::new(),
         }
     }
 
@@ -275,6 +308,7 @@ impl SharedWriteLock {
             locks: self.locks.clone(),
             owner: Some(lease.owner.clone()),
             lease: self.timing.lease,
+            wakeups: self.wakeups.get().cloned(),
         };
         let (out, lease, alive) = self.alongside_renewals(lease, op).await;
         unreleased.owner = None;
@@ -374,6 +408,9 @@ impl SharedWriteLock {
             let deadline = Instant::now() + self.timing.patience;
             let mut pause = Duration::from_micros(500);
             loop {
+                // Armed before the attempt: a release between a refused insert and the wait
+                // still wakes the wait.
+                let mut release = self.armed_release();
                 let sent = Instant::now();
                 let lock = doc! {
                     "_id": LOCK_ID,
@@ -403,8 +440,8 @@ impl SharedWriteLock {
                             self.timing.patience
                         )));
                     }
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(Duration::from_millis(5));
+                    self.wait_for_release(release.take(), &mut pause).await;
+                    release = self.armed_release();
                     let seen = self
                         .locks
                         .find_one(doc! { "_id": LOCK_ID })
@@ -435,6 +472,34 @@ impl SharedWriteLock {
         .await
     }
 
+    /// A wait for the next release another process announces, registered now; `None` when
+    /// releases are not announced to this process (no Redis), or the channel is not trusted
+    /// now (its subscription is down, or its own announcements do not come back in time).
+    fn armed_release(&self) -> Option<Pin<Box<Notified<'_>>>> {
+        let wakeups = self.wakeups.get().filter(|w| w.trusted())?;
+        let mut release = Box::pin(wakeups.notify().notified());
+        release.as_mut().enable();
+        Some(release)
+    }
+
+    /// Until the holder announces its release, or `WATCH_EVERY` at most; without
+    /// announcements, a pause that doubles up to 5 ms.
+    async fn wait_for_release(
+        &self,
+        release: Option<Pin<Box<Notified<'_>>>>,
+        pause: &mut Duration,
+    ) {
+        match release {
+            Some(release) => {
+                let _ = tokio::time::timeout(WATCH_EVERY, release).await;
+            }
+            None => {
+                tokio::time::sleep(*pause).await;
+                *pause = (*pause * 2).min(Duration::from_millis(5));
+            }
+        }
+    }
+
     async fn release(&self, lease: Lease) {
         let released = round_trips::scope(
             WorkPath::Lock,
@@ -442,8 +507,15 @@ impl SharedWriteLock {
                 .delete_one(doc! { "_id": LOCK_ID, "owner": &lease.owner }),
         )
         .await;
-        if let Err(e) = released {
-            tracing::warn!(error = %db_error(e), "could not release the write lock; others take it over once its lease runs out");
+        match released {
+            Ok(_) => {
+                if let Some(wakeups) = self.wakeups.get() {
+                    wakeups.released();
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %db_error(e), "could not release the write lock; others take it over once its lease runs out")
+            }
         }
     }
 }

@@ -29,6 +29,7 @@ mod email_marks;
 mod emails;
 mod holds;
 mod idempotency;
+mod lock_wakeups;
 mod outages;
 mod readiness;
 mod redelivery;
