@@ -30,6 +30,10 @@
 //!   the lease is renewed beside it. Another process never compares wall clocks: it declares a
 //!   lease dead only after watching the lock document stay unchanged (same owner, same renewal
 //!   count) for a whole `LEASE` on its own monotonic clock.
+//! - **Its own lost inserts known for its own.** A lock insert whose reply never came (lost, or
+//!   the write cut by `BACKEND_TIMEOUT` with it in flight) may have landed. The process notes
+//!   each insert's owner before sending it, and removes a lock document under a noted owner as
+//!   soon as it sees one, instead of waiting out a whole lease while every write fails.
 //!
 //! Where it is not safe, plainly: leases assume clocks that run at the same rate and that no
 //! command is delayed in flight longer than half a lease (5 s). A holder stalled past that
@@ -207,7 +211,45 @@ struct LockState {
     /// Another holder's lock document as last seen, and since when (our clock) it has not
     /// changed: kept across writes, since a dead holder is only known after a whole lease.
     watched: Option<(Document, Instant)>,
+    /// The owners of this process's lock inserts whose outcome it never learned: the reply was
+    /// lost, or the write was cut (`BACKEND_TIMEOUT`) while the insert was in flight. The
+    /// insert may still have landed, and then the lock document is this process's own,
+    /// abandoned: it is removed as soon as it is seen, instead of being waited out for a whole
+    /// lease while every write of every process fails on `LOCK_PATIENCE`.
+    unconfirmed: Vec<(String, Instant)>,
 }
+
+impl LockState {
+    /// Notes an insert about to be sent under `owner`, before it is: if the write is cut with
+    /// the insert in flight, the note stays.
+    fn unconfirmed_insert(&mut self, owner: &str, lease: Duration) {
+        // A landed insert older than two leases was taken over like any dead holder's.
+        self.unconfirmed
+            .retain(|(_, sent)| sent.elapsed() < lease * 2);
+        if !self.unconfirmed.iter().any(|(o, _)| o == owner) {
+            if self.unconfirmed.len() >= UNCONFIRMED_KEPT {
+                self.unconfirmed.remove(0);
+            }
+            self.unconfirmed.push((owner.to_string(), Instant::now()));
+        }
+    }
+
+    /// The insert under `owner` was answered (taken, or refused as a duplicate).
+    fn confirmed(&mut self, owner: &str) {
+        self.unconfirmed.retain(|(o, _)| o != owner);
+    }
+
+    /// Whether the lock document seen is one this process inserted without hearing back.
+    fn abandoned_by_us(&self, seen: &Document, current: &str) -> Option<String> {
+        let owner = seen.get_str("owner").ok()?;
+        (owner == current || self.unconfirmed.iter().any(|(o, _)| o == owner))
+            .then(|| owner.to_string())
+    }
+}
+
+/// How many unconfirmed lock inserts a process remembers; an older one's document, if it
+/// landed, is taken over after a lease like any holder's that stopped renewing.
+const UNCONFIRMED_KEPT: usize = 16;
 
 /// A write lock shared by every process using one database. Mutual exclusion comes from the
 /// one thing such servers do apply atomically: an insert refused by the unique `_id` (of the
@@ -297,7 +339,7 @@ impl SharedWriteLock {
         drop(queued);
         let mut state = self.state.lock().await;
         let held = state.lease.take();
-        let lease = match self.ready_lease(held, &mut state.watched).await {
+        let lease = match self.ready_lease(held, &mut state).await {
             Ok(lease) => lease,
             Err(e) => {
                 tracing::warn!(error = %e, "write refused: the write lock is unavailable");
@@ -333,7 +375,7 @@ impl SharedWriteLock {
     async fn ready_lease(
         &self,
         held: Option<Lease>,
-        watched: &mut Option<(Document, Instant)>,
+        state: &mut LockState,
     ) -> Result<Lease, LockUnavailable> {
         if let Some(mut lease) = held {
             if lease.since.elapsed() < self.timing.renew_every() {
@@ -348,7 +390,7 @@ impl SharedWriteLock {
             }
             self.release(lease).await;
         }
-        self.acquire(watched).await
+        self.acquire(state).await
     }
 
     /// Runs `op`, renewing the lease beside it for as long as it takes. Returns the lease, and
@@ -399,10 +441,7 @@ impl SharedWriteLock {
 
     /// Takes the lease: inserts the lock document, or waits until its holder gives it back or is
     /// seen dead. Only one task per process is ever here (it holds `state`).
-    async fn acquire(
-        &self,
-        watched: &mut Option<(Document, Instant)>,
-    ) -> Result<Lease, LockUnavailable> {
+    async fn acquire(&self, state: &mut LockState) -> Result<Lease, LockUnavailable> {
         round_trips::scope(WorkPath::Lock, async {
             let owner = hex::encode(rand::random::<[u8; 12]>());
             let deadline = Instant::now() + self.timing.patience;
@@ -419,9 +458,11 @@ impl SharedWriteLock {
                     // For people reading the database; no process decides anything by it.
                     "takenAt": bson::DateTime::from_millis(Utc::now().timestamp_millis()),
                 };
+                state.unconfirmed_insert(&owner, self.timing.lease);
                 match self.locks.insert_one(lock).await.map_err(db_error) {
                     Ok(_) => {
-                        *watched = None;
+                        state.confirmed(&owner);
+                        state.watched = None;
                         return Ok(Lease {
                             owner,
                             renewals: 0,
@@ -429,7 +470,8 @@ impl SharedWriteLock {
                             taken: sent,
                         });
                     }
-                    Err(BackendError::Duplicate) => {}
+                    Err(BackendError::Duplicate) => state.confirmed(&owner),
+                    // Unknown whether it landed: the owner stays noted.
                     Err(e) => return Err(LockUnavailable(e.to_string())),
                 }
                 // Held by someone: watch it until it is released (gone) or dead.
@@ -449,7 +491,19 @@ impl SharedWriteLock {
                         .await
                         .map_err(|e| LockUnavailable(db_error(e).to_string()))?;
                     let Some(seen) = seen else { break };
-                    match watched.as_ref() {
+                    if let Some(ours) = state.abandoned_by_us(&seen, &owner) {
+                        tracing::warn!(
+                            "removing this process's own write lock, left by an insert whose reply was lost"
+                        );
+                        self.locks
+                            .delete_one(doc! { "_id": LOCK_ID, "owner": &ours })
+                            .await
+                            .map_err(|e| LockUnavailable(db_error(e).to_string()))?;
+                        state.confirmed(&ours);
+                        state.watched = None;
+                        break;
+                    }
+                    match state.watched.as_ref() {
                         Some((last, since)) if *last == seen => {
                             if since.elapsed() >= self.timing.lease {
                                 // Unchanged for a whole lease on our clock: its holder is gone.
@@ -460,11 +514,11 @@ impl SharedWriteLock {
                                     .delete_one(seen)
                                     .await
                                     .map_err(|e| LockUnavailable(db_error(e).to_string()))?;
-                                *watched = None;
+                                state.watched = None;
                                 break;
                             }
                         }
-                        _ => *watched = Some((seen, Instant::now())),
+                        _ => state.watched = Some((seen, Instant::now())),
                     }
                 }
             }

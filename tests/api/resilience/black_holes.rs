@@ -132,3 +132,61 @@ async fn an_order_whose_insert_reply_was_lost_keeps_its_stock() {
     );
     drop(ferretdb);
 }
+
+/// The start of an `insert` command on the FerretDB write lock's collection.
+const INSERT_INTO_LOCKS: &[u8] = b"\x02insert\x00\x06\x00\x00\x00locks\x00";
+
+/// The FerretDB write lock (issue 12 item 3): an insert of the lock document that lands but
+/// whose reply is lost leaves the lock under an owner its process gave up on. It stood until
+/// it had been seen unchanged for a whole lease (10 s), and every write meanwhile failed on the
+/// lock's patience (5 s): orders refused for seconds after a blip. The process remembers the
+/// inserts it never heard back about, and removes such a lock as its own at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lock_taken_but_whose_reply_was_lost_does_not_hold_up_the_next_orders() {
+    let Some(ferretdb) = blocking(support::ferretdb::start).await else {
+        return;
+    };
+    let proxy = BlackHoleProxy::forward_to(([127, 0, 0, 1], ferretdb.port).into());
+    let database = unique("lostlock");
+    let uri = format!("mongodb://127.0.0.1:{}/{database}", proxy.port);
+    let env = ServerEnv::embedded(&[("MONGODB_URI", &uri), ("BACKEND_TIMEOUT", "2s")]);
+    let srv = TestServer::start(env, "serve").await;
+    let admin = srv.login_admin().await;
+    let pid = str_of(&srv.create_product(&admin, &unique("Locked"), 100, 10).await["id"]);
+    let user = srv.new_user().await;
+    let direct = mongodb::Client::with_uri_str(ferretdb.uri(&database))
+        .await
+        .expect("connect to FerretDB directly");
+    let locks = direct
+        .database(&database)
+        .collection::<bson::Document>("locks");
+    // Between writes the lease is given back, so the next write inserts the lock again.
+    poll_until(ORDER_DEADLINE, "the lock given back", || async {
+        match locks.count_documents(bson::doc! {}).await {
+            Ok(0) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+
+    // The next lock insert (this order's, or a background job's just before it) lands, and
+    // its reply is lost: the write waiting on it is cut at BACKEND_TIMEOUT.
+    proxy.count(INSERT_INTO_LOCKS);
+    proxy.lose_the_reply_to(INSERT_INTO_LOCKS);
+    let cut = srv.place_order_raw(&user, &order_body(&[(&pid, 1)])).await;
+    assert!(
+        [201, 503].contains(&cut.status),
+        "placed, or refused as unavailable: {}",
+        cut.ctx()
+    );
+    assert!(proxy.counted() >= 1, "a lock insert went out");
+
+    // The orders after it go through at once, not after the abandoned lock's lease.
+    for _ in 0..3 {
+        let placed = srv.place_order_raw(&user, &order_body(&[(&pid, 1)])).await;
+        placed.assert_status(201);
+        let id = str_of(&placed.json()["id"]);
+        srv.poll_order_status(&user, &id, "completed").await;
+    }
+    drop(ferretdb);
+}
