@@ -239,7 +239,9 @@ impl LockState {
         self.unconfirmed.retain(|(o, _)| o != owner);
     }
 
-    /// Whether the lock document seen is one this process inserted without hearing back.
+    /// Whether the lock document seen is one this process inserted without hearing back: a
+    /// noted owner, or `current`, the insert just refused as a duplicate (which is its own
+    /// document if the driver sent it again after a first try that landed).
     fn abandoned_by_us(&self, seen: &Document, current: &str) -> Option<String> {
         let owner = seen.get_str("owner").ok()?;
         (owner == current || self.unconfirmed.iter().any(|(o, _)| o == owner))
