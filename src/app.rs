@@ -246,7 +246,7 @@ pub async fn run(config: Config, role: Role) -> anyhow::Result<()> {
         processing_time: config.queue.processing_time,
         outbox_busy: Arc::new(AtomicBool::new(false)),
         runs_outbox: true,
-        admission,
+        admission: admission.clone(),
         stuck_after: config.queue.stuck_after,
         emails: config.email.clone(),
         events,
@@ -294,6 +294,7 @@ pub async fn run(config: Config, role: Role) -> anyhow::Result<()> {
         inventory,
         orders,
         authenticator,
+        admission,
         readiness: Arc::new(backends.clone()),
         client_address: http::client_address::ClientAddressSource::new(
             config.trust_proxy_headers,

@@ -141,13 +141,27 @@ impl Admission {
             .map(|_| self.backlog_bound.load(Ordering::Relaxed))
     }
 
+    /// Which bound would shed a creation now, without taking a permit. The HTTP edge asks
+    /// this before it authenticates or parses anything (`http::shedding`), so a shed request
+    /// costs next to nothing; [`Admission::try_admit`] stays the decision that counts.
+    pub fn refuses(&self) -> Option<Shed> {
+        if self.backlog_at_bound() {
+            return Some(Shed::Backlog);
+        }
+        (self.in_flight.load(Ordering::Acquire) >= self.limit).then_some(Shed::InFlight)
+    }
+
+    fn backlog_at_bound(&self) -> bool {
+        let waiting = self.backlog.load(Ordering::Relaxed);
+        self.backlog_limit.is_some()
+            && waiting != UNKNOWN
+            && waiting >= self.backlog_bound.load(Ordering::Relaxed)
+    }
+
     /// A permit if both bounds allow one more, else which bound sheds it.
     pub fn try_admit(self: &Arc<Self>) -> Result<Permit, Shed> {
-        if self.backlog_limit.is_some() {
-            let waiting = self.backlog.load(Ordering::Relaxed);
-            if waiting != UNKNOWN && waiting >= self.backlog_bound.load(Ordering::Relaxed) {
-                return Err(Shed::Backlog);
-            }
+        if self.backlog_at_bound() {
+            return Err(Shed::Backlog);
         }
         let permit = self
             .in_flight
@@ -194,6 +208,20 @@ mod tests {
         assert_eq!(admission.try_admit().unwrap_err(), Shed::Backlog);
         admission.observe_backlog(Some(9), TICK);
         assert!(admission.try_admit().is_ok());
+    }
+
+    #[test]
+    fn refuses_says_what_try_admit_would_without_taking_a_permit() {
+        let admission = Admission::new(1, 10);
+        assert_eq!(admission.refuses(), None);
+        assert_eq!(admission.refuses(), None, "asking took nothing");
+        let permit = admission.try_admit().expect("the one place");
+        assert_eq!(admission.refuses(), Some(Shed::InFlight));
+        drop(permit);
+        admission.observe_backlog(Some(10), TICK);
+        assert_eq!(admission.refuses(), Some(Shed::Backlog));
+        admission.observe_backlog(None, TICK);
+        assert_eq!(admission.refuses(), None, "an unknown backlog sheds nothing");
     }
 
     #[test]

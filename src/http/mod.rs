@@ -14,6 +14,7 @@ pub mod orders;
 pub mod problem;
 pub mod products;
 pub mod schema;
+pub mod shedding;
 
 use std::sync::Arc;
 
@@ -22,6 +23,7 @@ use actix_web::{web, HttpResponse};
 use utoipa::OpenApi;
 use utoipa_swagger_ui::SwaggerUi;
 
+use crate::actors::admission::Admission;
 use crate::actors::{auth::AuthActor, inventory::InventoryActor, order::OrderActor};
 use crate::authenticator::Authenticator;
 use crate::backends::ReadinessProbes;
@@ -33,6 +35,8 @@ pub struct ApiState {
     pub inventory: Addr<InventoryActor>,
     pub orders: Addr<OrderActor>,
     pub authenticator: Arc<Authenticator>,
+    /// Order creation's load shedding, checked at the edge before any work (see [`shedding`]).
+    pub admission: Arc<Admission>,
     /// What `/ready` asks.
     pub readiness: Arc<dyn ReadinessProbes>,
     /// Where the login throttle takes the client's address from.
@@ -80,7 +84,11 @@ pub fn api(cfg: &mut web::ServiceConfig) {
         .service(
             resource("/api/orders", "GET, POST")
                 .route(web::get().to(orders::list))
-                .route(web::post().to(orders::create)),
+                .route(
+                    web::post()
+                        .to(orders::create)
+                        .wrap(actix_web::middleware::from_fn(shedding::shed_when_overloaded)),
+                ),
         )
         // Before `/api/orders/{id}`, which would take `events` for an id.
         .service(resource("/api/orders/events", "GET").route(web::get().to(order_events::all)))

@@ -3,6 +3,8 @@
 //! `Retry-After`, nothing reserved), and once a worker drains the queue they are admitted again.
 //! The test asserts what happens, never how fast.
 
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+
 use super::*;
 
 const BACKLOG_LIMIT: i64 = 3;
@@ -59,6 +61,19 @@ async fn creations_are_shed_while_the_backlog_is_full_and_admitted_once_it_drain
         metric(&page, "orders_shed_total", Some("reason=\"backlog\"")) >= 1.0,
         "shed orders are counted by reason"
     );
+    // Shed answers keep the client's connection: two creations on one keep-alive connection,
+    // each body sent after its headers, are both answered 503 on it.
+    let mut connection = KeptAlive::open(&api).await;
+    for n in 1..=2 {
+        let (status, text) = connection.post_order(&api, &user, &body).await;
+        assert_eq!(status, 503, "creation {n} on one connection: {text}");
+        assert!(text.contains("\"overloaded\""), "creation {n}: {text}");
+    }
+    assert_eq!(
+        api.product_stock(&pid).await,
+        STOCK - accepted.len() as i64,
+        "the shed orders reserved nothing"
+    );
 
     // A worker drains the queue; creations are admitted again, and nothing accepted was lost.
     let _worker =
@@ -104,4 +119,72 @@ async fn a_pending_order_tells_its_pollers_when_to_ask_again_and_a_final_one_doe
         .get(&format!("/api/orders/{id}"), Some(&user.access))
         .await;
     assert_eq!(done.header("retry-after"), None, "{}", done.ctx());
+}
+
+/// One keep-alive connection driven by hand, so a test can see whether the server kept it.
+struct KeptAlive {
+    stream: BufReader<tokio::net::TcpStream>,
+}
+
+impl KeptAlive {
+    async fn open(srv: &TestServer) -> KeptAlive {
+        let stream = tokio::net::TcpStream::connect(("127.0.0.1", srv.port))
+            .await
+            .expect("connect");
+        KeptAlive {
+            stream: BufReader::new(stream),
+        }
+    }
+
+    /// Sends `POST /api/orders` (the headers, then the body in a write of its own) and reads
+    /// the answer: its status and body. Panics if the server closed the connection.
+    async fn post_order(&mut self, srv: &TestServer, auth: &Auth, body: &Value) -> (u16, String) {
+        let body = body.to_string().into_bytes();
+        let head = format!(
+            "POST /api/orders HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nAuthorization: Bearer {}\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            srv.port,
+            auth.access,
+            body.len()
+        );
+        let stream = self.stream.get_mut();
+        stream.write_all(head.as_bytes()).await.expect("send the headers");
+        stream.flush().await.expect("flush");
+        stream
+            .write_all(&body)
+            .await
+            .expect("send the body: the server closed the connection");
+        let mut status_line = String::new();
+        let read = self
+            .stream
+            .read_line(&mut status_line)
+            .await
+            .expect("read the status line");
+        assert!(read > 0, "the server closed the keep-alive connection");
+        let status = status_line
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("no status in {status_line:?}"));
+        let mut length = 0;
+        loop {
+            let mut line = String::new();
+            self.stream.read_line(&mut line).await.expect("read a header");
+            let line = line.trim_end();
+            if line.is_empty() {
+                break;
+            }
+            if let Some((name, value)) = line.split_once(':') {
+                if name.eq_ignore_ascii_case("content-length") {
+                    length = value.trim().parse().expect("a numeric Content-Length");
+                }
+            }
+        }
+        let mut text = vec![0; length];
+        self.stream
+            .read_exact(&mut text)
+            .await
+            .expect("read the body");
+        (status, String::from_utf8_lossy(&text).into_owned())
+    }
 }
