@@ -87,7 +87,9 @@ pub fn api(cfg: &mut web::ServiceConfig) {
                 .route(
                     web::post()
                         .to(orders::create)
-                        .wrap(actix_web::middleware::from_fn(shedding::shed_when_overloaded)),
+                        .wrap(actix_web::middleware::from_fn(
+                            shedding::shed_when_overloaded,
+                        )),
                 ),
         )
         // Before `/api/orders/{id}`, which would take `events` for an id.
