@@ -148,7 +148,10 @@ impl KeptAlive {
             body.len()
         );
         let stream = self.stream.get_mut();
-        stream.write_all(head.as_bytes()).await.expect("send the headers");
+        stream
+            .write_all(head.as_bytes())
+            .await
+            .expect("send the headers");
         stream.flush().await.expect("flush");
         stream
             .write_all(&body)
@@ -169,7 +172,10 @@ impl KeptAlive {
         let mut length = 0;
         loop {
             let mut line = String::new();
-            self.stream.read_line(&mut line).await.expect("read a header");
+            self.stream
+                .read_line(&mut line)
+                .await
+                .expect("read a header");
             let line = line.trim_end();
             if line.is_empty() {
                 break;
