@@ -21,10 +21,10 @@
 //! on this machine's ~1,200 orders/s under overload was a lag of 1.7–2 s for every order
 //! admitted, and after the spike at 90 % of capacity the workers gain only a tenth of their
 //! pace on it, so the lag stayed over a second for tens of seconds. Bounded by time instead,
-//! an admitted order waits about [`QUEUE_LAG_TARGET`] however fast the workers are, and the moment
-//! the spike passes the lag is already normal. (With several API processes on one queue each counts
-//! only its own admissions, so it sees the workers slower than they are and sheds a little
-//! early: the safe side.)
+//! an admitted order waits about [`QUEUE_LAG_TARGET`] however fast the workers are, and the
+//! moment the spike passes the lag is already normal. (With several API processes on one queue
+//! each counts only its own admissions, so it sees the workers slower than they are and sheds a
+//! little early: the safe side.)
 //!
 //! The backlog is observed, not counted here: the queue's own depth, read every
 //! [`crate::actors::backlog::probe_interval`] by the API process (the workers may be other
@@ -34,9 +34,9 @@
 //! saturated machine, and at 1,800 arrivals a second every 200 ms without a reading admitted
 //! 360 more: the queue then sat at two to three times its bound and each admitted order waited
 //! over a second. Below half the bound the workers are keeping up, and a burst is not shed for
-//! what it adds within one interval. An observation that could not be made (the queue is down) is forgotten rather
-//! than kept: a stale high reading would shed forever, and while the queue is down orders are
-//! still accepted into the outbox, bounded by the in-flight limit.
+//! what it adds within one interval. An observation that could not be made (the queue is down)
+//! is forgotten rather than kept: a stale high reading would shed forever, and while the queue
+//! is down orders are still accepted into the outbox, bounded by the in-flight limit.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -131,9 +131,9 @@ impl Admission {
     /// The queue's depth as just read, `since` the reading before, or `None` when it could not
     /// be read (then the pace is measured afresh from the next two readings).
     pub fn observe_backlog(&self, waiting: Option<u64>, since: Duration) {
-        self.backlog
-            .store(waiting.unwrap_or(UNKNOWN), Ordering::Relaxed);
         let Some(limit) = self.backlog_limit else {
+            self.backlog
+                .store(waiting.unwrap_or(UNKNOWN), Ordering::Relaxed);
             return;
         };
         let admitted = self.admitted.load(Ordering::Relaxed);
@@ -154,6 +154,10 @@ impl Admission {
             .store(self.nanos_since_start(), Ordering::Relaxed);
         self.pace_per_sec
             .store(pace.per_sec.to_bits(), Ordering::Relaxed);
+        // The reading last, so an admission never pairs it with the count of the one before
+        // (which would count everything admitted between the two readings twice).
+        self.backlog
+            .store(waiting.unwrap_or(UNKNOWN), Ordering::Relaxed);
         let by_pace = (pace.per_sec * QUEUE_LAG_TARGET.as_secs_f64()) as u64;
         self.backlog_bound
             .store(by_pace.max(MIN_BACKLOG_BOUND).min(limit), Ordering::Relaxed);
