@@ -154,10 +154,11 @@ impl Admission {
             .store(self.nanos_since_start(), Ordering::Relaxed);
         self.pace_per_sec
             .store(pace.per_sec.to_bits(), Ordering::Relaxed);
-        // The reading last, so an admission never pairs it with the count of the one before
-        // (which would count everything admitted between the two readings twice).
+        // The reading last, and released, so an admission that acquires it also sees the count
+        // and instant stored with it, never the previous reading's (which would count
+        // everything admitted between the two readings twice).
         self.backlog
-            .store(waiting.unwrap_or(UNKNOWN), Ordering::Relaxed);
+            .store(waiting.unwrap_or(UNKNOWN), Ordering::Release);
         let by_pace = (pace.per_sec * QUEUE_LAG_TARGET.as_secs_f64()) as u64;
         self.backlog_bound
             .store(by_pace.max(MIN_BACKLOG_BOUND).min(limit), Ordering::Relaxed);
@@ -180,7 +181,8 @@ impl Admission {
     }
 
     fn backlog_at_bound(&self) -> bool {
-        let waiting = self.backlog.load(Ordering::Relaxed);
+        // Acquire: pairs with the reading's release in `observe_backlog`.
+        let waiting = self.backlog.load(Ordering::Acquire);
         if self.backlog_limit.is_none() || waiting == UNKNOWN {
             return false;
         }
