@@ -250,3 +250,115 @@ async fn a_lease_whose_release_was_lost_does_not_hold_up_the_next_orders() {
     }
     drop(ferretdb);
 }
+
+/// The stranded-order sweeper on MongoDB: a pass whose claims landed but whose reply was lost
+/// had claimed the order for a wait as long as its age (up to eight bounds) without sending
+/// it, so an order stranded by a fault stayed stranded that much longer. The store remembers
+/// such a pass, and its next pass sends what it claimed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stranded_order_whose_claim_reply_was_lost_is_sent_at_the_next_pass() {
+    let Some(ferretdb) = blocking(support::ferretdb::start).await else {
+        return;
+    };
+    let proxy = BlackHoleProxy::forward_to(([127, 0, 0, 1], ferretdb.port).into());
+    let database = unique("lostclaim");
+    let uri = format!("mongodb://127.0.0.1:{}/{database}", proxy.port);
+    let env = ServerEnv::embedded(&[("MONGODB_URI", &uri), ("BACKEND_TIMEOUT", "2s")]);
+    let direct = mongodb::Client::with_uri_str(ferretdb.uri(&database))
+        .await
+        .expect("connect to FerretDB directly");
+    let orders = direct
+        .database(&database)
+        .collection::<bson::Document>("orders");
+    let outbox = direct
+        .database(&database)
+        .collection::<bson::Document>("outbox");
+
+    // No worker, and its message taken away once the outbox is done with it: stranded.
+    let api = TestServer::start(env.clone(), "api").await;
+    let admin = api.login_admin().await;
+    let pid = str_of(
+        &api.create_product(&admin, &unique("Claimed"), 300, 10)
+            .await["id"],
+    );
+    let user = api.new_user().await;
+    let id = str_of(&api.place_order(&user, &[(&pid, 1)]).await["id"]);
+    let queue = open_queue(&env, 5);
+    poll_until(
+        ORDER_DEADLINE,
+        "the order's message, taken away",
+        || async {
+            let got = queue
+                .receive(10, Duration::ZERO, Duration::from_secs(600))
+                .await
+                .map_err(|e| e.to_string())?;
+            if got.is_empty() {
+                return Err("no message yet".into());
+            }
+            let receipts: Vec<String> = got.iter().map(|m| m.receipt_handle.clone()).collect();
+            queue
+                .delete_batch(&receipts)
+                .await
+                .map_err(|e| e.to_string())
+        },
+    )
+    .await;
+    poll_until(ORDER_DEADLINE, "the outbox done with the order", || async {
+        match outbox.count_documents(bson::doc! {}).await {
+            Ok(0) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    let env = api.stop();
+    // A process stopped with a write of its own in flight can leave the FerretDB write lock
+    // behind, which the next process takes over only after a whole lease (10 s): not what this
+    // test is about, so the lock of the stopped process is removed, as an operator may.
+    let locks = direct
+        .database(&database)
+        .collection::<bson::Document>("locks");
+    locks
+        .delete_many(bson::doc! {})
+        .await
+        .expect("remove the stopped process's write lock");
+
+    // Unchanged for an hour: its first claim is due again only after the longest wait, eight
+    // bounds (16 s here).
+    let oid = bson::oid::ObjectId::parse_str(&id).expect("an ObjectId order id");
+    let an_hour_ago =
+        bson::DateTime::from_millis(bson::DateTime::now().timestamp_millis() - 3_600_000);
+    orders
+        .update_one(
+            bson::doc! { "_id": oid },
+            bson::doc! { "$set": { "updatedAt": an_hour_ago } },
+        )
+        .await
+        .expect("age the order");
+
+    // The first claim lands; its reply is lost, so the pass fails at BACKEND_TIMEOUT.
+    proxy.lose_the_reply_to(b"resendClaim");
+    let srv = TestServer::start(env.with_vars(&[("ORDER_STUCK_AFTER", "2s")]), "serve").await;
+    let first_due = poll_until(ORDER_DEADLINE, "the first claim landed", || async {
+        let order = orders
+            .find_one(bson::doc! { "_id": oid })
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or("no order")?;
+        order
+            .get_datetime("resendDue")
+            .copied()
+            .map_err(|_| "not claimed yet".to_string())
+    })
+    .await;
+
+    // Sent at the next pass (2 s), not once that claim is due.
+    let user = srv.login(&user.email, &user.password).await;
+    srv.poll_order_status_within(&user, &id, "completed", RECOVERY_DEADLINE)
+        .await;
+    let now = bson::DateTime::now();
+    assert!(
+        now < first_due,
+        "completed at {now}, only once its lost claim was due ({first_due}): the claim was waited out"
+    );
+    drop(ferretdb);
+}
