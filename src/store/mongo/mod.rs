@@ -131,6 +131,9 @@ pub struct MongoStore {
     /// or deletes one), so a copy is as good as a read: a customer ordering again is not read
     /// again for each email. Bounded in size and age.
     recent_users: moka::sync::Cache<crate::domain::Id, crate::domain::User>,
+    /// Stranded-order claim passes of this process that failed after sending their claims
+    /// (`stranded`).
+    unsettled_claims: stranded::UnsettledClaims,
 }
 
 /// Bounds of `recent_users`: one entry per active customer, a few hundred bytes each.
@@ -208,6 +211,7 @@ impl MongoStore {
             idempotency_purges: PurgeClock::new(idempotency::PURGE_EVERY),
             legacy_idempotency: false,
             writes,
+            unsettled_claims: stranded::UnsettledClaims::default(),
             recent_users: moka::sync::Cache::builder()
                 .max_capacity(RECENT_USERS)
                 .time_to_live(RECENT_USERS_FOR)
