@@ -65,7 +65,6 @@ pub mod lock_wakeups;
 mod notifications;
 mod orders;
 mod orders_by_id;
-mod own_leases;
 mod point_access;
 mod purge_clock;
 mod retention;

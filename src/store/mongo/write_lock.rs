@@ -30,13 +30,10 @@
 //!   the lease is renewed beside it. Another process never compares wall clocks: it declares a
 //!   lease dead only after watching the lock document stay unchanged (same owner, same renewal
 //!   count) for a whole `LEASE` on its own monotonic clock.
-//! - **Its own leases known for its own until seen released.** A lock insert whose reply never
-//!   came (lost, or the write cut by `BACKEND_TIMEOUT` with it in flight) may have landed; a
-//!   release can be lost the same way, or fail while the database restarts, or never be sent
-//!   when the write holding the lease is cut. The process notes each lease's owner before its
-//!   insert is sent and forgets it only once a release is answered (`OwnLeases`), and removes
-//!   a lock document under a noted owner as soon as it sees one while it holds no lease,
-//!   instead of waiting out a whole lease while every write fails.
+//! - **Its own lost inserts known for its own.** A lock insert whose reply never came (lost, or
+//!   the write cut by `BACKEND_TIMEOUT` with it in flight) may have landed. The process notes
+//!   each insert's owner before sending it, and removes a lock document under a noted owner as
+//!   soon as it sees one, instead of waiting out a whole lease while every write fails.
 //!
 //! Where it is not safe, plainly: leases assume clocks that run at the same rate and that no
 //! command is delayed in flight longer than half a lease (5 s). A holder stalled past that
@@ -57,7 +54,6 @@ use tokio::time::Instant;
 
 use super::errors::db_error;
 use super::lock_wakeups::LockWakeups;
-use super::own_leases::OwnLeases;
 use super::write_turns::{Urgency, WriteTurns};
 use crate::error::BackendError;
 use crate::round_trips::{self, WorkPath};
@@ -215,7 +211,47 @@ struct LockState {
     /// Another holder's lock document as last seen, and since when (our clock) it has not
     /// changed: kept across writes, since a dead holder is only known after a whole lease.
     watched: Option<(Document, Instant)>,
+    /// The owners of this process's lock inserts whose outcome it never learned: the reply was
+    /// lost, or the write was cut (`BACKEND_TIMEOUT`) while the insert was in flight. The
+    /// insert may still have landed, and then the lock document is this process's own,
+    /// abandoned: it is removed as soon as it is seen, instead of being waited out for a whole
+    /// lease while every write of every process fails on `LOCK_PATIENCE`.
+    unconfirmed: Vec<(String, Instant)>,
 }
+
+impl LockState {
+    /// Notes an insert about to be sent under `owner`, before it is: if the write is cut with
+    /// the insert in flight, the note stays.
+    fn unconfirmed_insert(&mut self, owner: &str, lease: Duration) {
+        // A landed insert older than two leases was taken over like any dead holder's.
+        self.unconfirmed
+            .retain(|(_, sent)| sent.elapsed() < lease * 2);
+        if !self.unconfirmed.iter().any(|(o, _)| o == owner) {
+            if self.unconfirmed.len() >= UNCONFIRMED_KEPT {
+                self.unconfirmed.remove(0);
+            }
+            self.unconfirmed.push((owner.to_string(), Instant::now()));
+        }
+    }
+
+    /// The insert under `owner` was answered (taken, or refused as a duplicate).
+    fn confirmed(&mut self, owner: &str) {
+        self.unconfirmed.retain(|(o, _)| o != owner);
+    }
+
+    /// Whether the lock document seen is one this process inserted without hearing back: a
+    /// noted owner, or `current`, the insert just refused as a duplicate (which is its own
+    /// document if the driver sent it again after a first try that landed).
+    fn abandoned_by_us(&self, seen: &Document, current: &str) -> Option<String> {
+        let owner = seen.get_str("owner").ok()?;
+        (owner == current || self.unconfirmed.iter().any(|(o, _)| o == owner))
+            .then(|| owner.to_string())
+    }
+}
+
+/// How many unconfirmed lock inserts a process remembers; an older one's document, if it
+/// landed, is taken over after a lease like any holder's that stopped renewing.
+const UNCONFIRMED_KEPT: usize = 16;
 
 /// A write lock shared by every process using one database. Mutual exclusion comes from the
 /// one thing such servers do apply atomically: an insert refused by the unique `_id` (of the
@@ -228,8 +264,6 @@ struct SharedWriteLock {
     /// The lease held between writes. Only the writer whose turn it is locks it, so it is never
     /// contended; a mutex only because the turn and the state are handed between tasks.
     state: tokio::sync::Mutex<LockState>,
-    /// This process's lock documents not yet seen released.
-    own: OwnLeases,
     /// Writers waiting for their turn: while there are some, the lease is kept for them.
     queued: AtomicUsize,
     timing: Timing,
@@ -261,9 +295,6 @@ impl Drop for Queued<'_> {
 struct Unreleased {
     locks: Collection<Document>,
     owner: Option<String>,
-    /// Where the owner stays noted until the release is answered, so that if it is lost the
-    /// next acquisition removes the document as this process's own.
-    own: OwnLeases,
     lease: Duration,
     wakeups: Option<Arc<LockWakeups>>,
 }
@@ -277,22 +308,13 @@ impl Drop for Unreleased {
         let locks = self.locks.clone();
         let bound = self.lease;
         let wakeups = self.wakeups.take();
-        let own = self.own.clone();
         runtime.spawn(async move {
-            let release = locks.delete_one(doc! { "_id": LOCK_ID, "owner": &owner });
+            let release = locks.delete_one(doc! { "_id": LOCK_ID, "owner": owner });
             // Bounded: past the lease, another process removes the lock anyway.
             let released =
                 tokio::time::timeout(bound, round_trips::scope(WorkPath::Lock, release)).await;
-            match released {
-                Ok(Ok(_)) => {
-                    own.forget(&owner);
-                    if let Some(wakeups) = wakeups {
-                        wakeups.released();
-                    }
-                }
-                _ => tracing::warn!(
-                    "could not release the write lock of a write that was cut; it is removed when next seen"
-                ),
+            if let (Ok(Ok(_)), Some(wakeups)) = (released, wakeups) {
+                wakeups.released();
             }
         });
     }
@@ -304,7 +326,6 @@ impl SharedWriteLock {
             locks,
             turns: WriteTurns::default(),
             state: tokio::sync::Mutex::new(LockState::default()),
-            own: OwnLeases::default(),
             queued: AtomicUsize::new(0),
             timing,
             wakeups: std::sync::OnceLock::new(),
@@ -330,7 +351,6 @@ impl SharedWriteLock {
         let mut unreleased = Unreleased {
             locks: self.locks.clone(),
             owner: Some(lease.owner.clone()),
-            own: self.own.clone(),
             lease: self.timing.lease,
             wakeups: self.wakeups.get().cloned(),
         };
@@ -440,10 +460,10 @@ impl SharedWriteLock {
                     // For people reading the database; no process decides anything by it.
                     "takenAt": bson::DateTime::from_millis(Utc::now().timestamp_millis()),
                 };
-                // Noted before it is sent: from now on the document may be there.
-                self.own.note(&owner);
+                state.unconfirmed_insert(&owner, self.timing.lease);
                 match self.locks.insert_one(lock).await.map_err(db_error) {
                     Ok(_) => {
+                        state.confirmed(&owner);
                         state.watched = None;
                         return Ok(Lease {
                             owner,
@@ -452,7 +472,7 @@ impl SharedWriteLock {
                             taken: sent,
                         });
                     }
-                    Err(BackendError::Duplicate) => self.own.forget(&owner),
+                    Err(BackendError::Duplicate) => state.confirmed(&owner),
                     // Unknown whether it landed: the owner stays noted.
                     Err(e) => return Err(LockUnavailable(e.to_string())),
                 }
@@ -473,15 +493,15 @@ impl SharedWriteLock {
                         .await
                         .map_err(|e| LockUnavailable(db_error(e).to_string()))?;
                     let Some(seen) = seen else { break };
-                    if let Some(ours) = self.own.abandoned(&seen, &owner) {
+                    if let Some(ours) = state.abandoned_by_us(&seen, &owner) {
                         tracing::warn!(
-                            "removing this process's own write lock, left by an insert or a release whose reply was lost"
+                            "removing this process's own write lock, left by an insert whose reply was lost"
                         );
                         self.locks
                             .delete_one(doc! { "_id": LOCK_ID, "owner": &ours })
                             .await
                             .map_err(|e| LockUnavailable(db_error(e).to_string()))?;
-                        self.own.forget(&ours);
+                        state.confirmed(&ours);
                         state.watched = None;
                         break;
                     }
@@ -545,13 +565,12 @@ impl SharedWriteLock {
         .await;
         match released {
             Ok(_) => {
-                self.own.forget(&lease.owner);
                 if let Some(wakeups) = self.wakeups.get() {
                     wakeups.released();
                 }
             }
             Err(e) => {
-                tracing::warn!(error = %db_error(e), "could not release the write lock; it is removed when next seen, by others once its lease runs out")
+                tracing::warn!(error = %db_error(e), "could not release the write lock; others take it over once its lease runs out")
             }
         }
     }

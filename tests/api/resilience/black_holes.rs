@@ -206,18 +206,11 @@ async fn a_lease_whose_release_was_lost_does_not_hold_up_the_next_orders() {
         return;
     };
     let proxy = BlackHoleProxy::forward_to(([127, 0, 0, 1], ferretdb.port).into());
-    let uri = format!(
-        "mongodb://127.0.0.1:{}/{}",
-        proxy.port,
-        unique("lostrelease")
-    );
+    let uri = format!("mongodb://127.0.0.1:{}/{}", proxy.port, unique("lostrelease"));
     let env = ServerEnv::embedded(&[("MONGODB_URI", &uri), ("BACKEND_TIMEOUT", "2s")]);
     let srv = TestServer::start(env, "serve").await;
     let admin = srv.login_admin().await;
-    let pid = str_of(
-        &srv.create_product(&admin, &unique("Released"), 100, 10)
-            .await["id"],
-    );
+    let pid = str_of(&srv.create_product(&admin, &unique("Released"), 100, 10).await["id"]);
     let user = srv.new_user().await;
 
     // The order's insert is applied and its reply lost, so its write is cut at BACKEND_TIMEOUT
