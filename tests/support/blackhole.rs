@@ -15,8 +15,6 @@ pub struct BlackHoleProxy {
     holed: Arc<AtomicBool>,
     /// A request pattern whose connection, once it carries it, gets no more replies.
     lose_reply: Arc<Mutex<Option<Vec<u8>>>>,
-    /// A request pattern that, once seen, never reaches the backend.
-    lose_request: Arc<Mutex<Option<Vec<u8>>>>,
     counted: Arc<Mutex<Counted>>,
 }
 
@@ -32,7 +30,6 @@ struct Counted {
 struct Shared {
     holed: Arc<AtomicBool>,
     lose_reply: Arc<Mutex<Option<Vec<u8>>>>,
-    lose_request: Arc<Mutex<Option<Vec<u8>>>>,
     counted: Arc<Mutex<Counted>>,
 }
 
@@ -53,14 +50,12 @@ impl BlackHoleProxy {
         let shared = Shared {
             holed: Arc::new(AtomicBool::new(target.is_none())),
             lose_reply: Arc::new(Mutex::new(None)),
-            lose_request: Arc::new(Mutex::new(None)),
             counted: Arc::default(),
         };
         let proxy = BlackHoleProxy {
             port,
             holed: shared.holed.clone(),
             lose_reply: shared.lose_reply.clone(),
-            lose_request: shared.lose_request.clone(),
             counted: shared.counted.clone(),
         };
         std::thread::spawn(move || {
@@ -77,13 +72,6 @@ impl BlackHoleProxy {
     /// server applying a write and the client hearing of it.
     pub fn lose_the_reply_to(&self, pattern: &[u8]) {
         *self.lose_reply.lock().unwrap() = Some(pattern.to_vec());
-    }
-
-    /// Once: the next request containing `pattern` never reaches the backend, and its
-    /// connection carries nothing more either way (it stays open), as when a network drops a
-    /// command on its way out.
-    pub fn lose_the_request(&self, pattern: &[u8]) {
-        *self.lose_request.lock().unwrap() = Some(pattern.to_vec());
     }
 
     /// From now on, counts the request chunks that carry `pattern` (e.g. an API action name).
@@ -122,14 +110,12 @@ fn serve(client: TcpStream, target: Option<SocketAddr>, shared: Shared) {
     let requests = Direction {
         shared: shared.clone(),
         muted: muted.clone(),
-        deaf: AtomicBool::new(false),
         requests: true,
     };
     std::thread::spawn(move || pump(c2, u2, requests));
     let replies = Direction {
         shared,
         muted,
-        deaf: AtomicBool::new(false),
         requests: false,
     };
     pump(upstream, client, replies);
@@ -140,8 +126,6 @@ struct Direction {
     shared: Shared,
     /// Set when this connection carried the pattern whose reply is lost.
     muted: Arc<AtomicBool>,
-    /// Set when this connection carried the request that is lost: nothing more goes out.
-    deaf: AtomicBool,
     requests: bool,
 }
 
@@ -161,22 +145,15 @@ impl Direction {
         }
     }
 
-    /// Whether `chunk` goes through now (else it is held, or, for a lost request or reply,
-    /// dropped).
+    /// Whether `chunk` goes through now (else it is held, or, for a lost reply, dropped).
     fn passes(&self, chunk: &[u8]) -> bool {
         if self.requests {
-            let mut lost = self.shared.lose_request.lock().unwrap();
-            if lost.as_ref().is_some_and(|p| contains(chunk, p)) {
-                *lost = None;
-                self.deaf.store(true, Ordering::SeqCst);
-                self.muted.store(true, Ordering::SeqCst);
-            }
             let mut armed = self.shared.lose_reply.lock().unwrap();
             if armed.as_ref().is_some_and(|p| contains(chunk, p)) {
                 *armed = None;
                 self.muted.store(true, Ordering::SeqCst);
             }
-            return !self.deaf.load(Ordering::SeqCst);
+            return true;
         }
         !self.muted.load(Ordering::SeqCst)
     }

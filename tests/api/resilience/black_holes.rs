@@ -191,59 +191,6 @@ async fn a_lock_taken_but_whose_reply_was_lost_does_not_hold_up_the_next_orders(
     drop(ferretdb);
 }
 
-/// The start of a `delete` command on the FerretDB write lock's collection: a release.
-const DELETE_FROM_LOCKS: &[u8] = b"\x02delete\x00\x06\x00\x00\x00locks\x00";
-
-/// The FerretDB write lock again: a write cut while it holds the lease gives the lease back at
-/// once, but that release can be lost too (the database restarting, the network dropping it).
-/// The lock then stood under an owner its own process had forgotten, so it waited it out like
-/// any other process's, a whole lease (10 s), and every write failed meanwhile: after a
-/// database restart in the middle of a write, orders were refused for seconds. The process
-/// remembers each lease until it has seen it released, and removes such a lock as its own.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_lease_whose_release_was_lost_does_not_hold_up_the_next_orders() {
-    let Some(ferretdb) = blocking(support::ferretdb::start).await else {
-        return;
-    };
-    let proxy = BlackHoleProxy::forward_to(([127, 0, 0, 1], ferretdb.port).into());
-    let uri = format!("mongodb://127.0.0.1:{}/{}", proxy.port, unique("lostrelease"));
-    let env = ServerEnv::embedded(&[("MONGODB_URI", &uri), ("BACKEND_TIMEOUT", "2s")]);
-    let srv = TestServer::start(env, "serve").await;
-    let admin = srv.login_admin().await;
-    let pid = str_of(&srv.create_product(&admin, &unique("Released"), 100, 10).await["id"]);
-    let user = srv.new_user().await;
-
-    // The order's insert is applied and its reply lost, so its write is cut at BACKEND_TIMEOUT
-    // holding the lease; the release sent then never reaches the database.
-    proxy.count(INSERT_INTO_ORDERS);
-    proxy.lose_the_reply_to(INSERT_INTO_ORDERS);
-    let lose_the_release = async {
-        poll_until(ORDER_DEADLINE, "the order's insert sent", || async {
-            (proxy.counted() >= 1)
-                .then_some(())
-                .ok_or_else(|| "not yet".to_string())
-        })
-        .await;
-        proxy.lose_the_request(DELETE_FROM_LOCKS);
-    };
-    let body = order_body(&[(&pid, 1)]);
-    let (cut, ()) = tokio::join!(srv.place_order_raw(&user, &body), lose_the_release);
-    assert!(
-        [201, 503].contains(&cut.status),
-        "placed, or refused as unavailable: {}",
-        cut.ctx()
-    );
-
-    // The orders after it go through at once, not after the forgotten lease has run out.
-    for _ in 0..3 {
-        let placed = srv.place_order_raw(&user, &order_body(&[(&pid, 1)])).await;
-        placed.assert_status(201);
-        let id = str_of(&placed.json()["id"]);
-        srv.poll_order_status(&user, &id, "completed").await;
-    }
-    drop(ferretdb);
-}
-
 /// The stranded-order sweeper on MongoDB: a pass whose claims landed but whose reply was lost
 /// had claimed the order for a wait as long as its age (up to eight bounds) without sending
 /// it, so an order stranded by a fault stayed stranded that much longer. The store remembers
