@@ -223,26 +223,7 @@ async fn a_stranded_order_whose_claim_reply_was_lost_is_sent_at_the_next_pass() 
     );
     let user = api.new_user().await;
     let id = str_of(&api.place_order(&user, &[(&pid, 1)]).await["id"]);
-    let queue = open_queue(&env, 5);
-    poll_until(
-        ORDER_DEADLINE,
-        "the order's message, taken away",
-        || async {
-            let got = queue
-                .receive(10, Duration::ZERO, Duration::from_secs(600))
-                .await
-                .map_err(|e| e.to_string())?;
-            if got.is_empty() {
-                return Err("no message yet".into());
-            }
-            let receipts: Vec<String> = got.iter().map(|m| m.receipt_handle.clone()).collect();
-            queue
-                .delete_batch(&receipts)
-                .await
-                .map_err(|e| e.to_string())
-        },
-    )
-    .await;
+    take_the_queued_messages(&env).await;
     poll_until(ORDER_DEADLINE, "the outbox done with the order", || async {
         match outbox.count_documents(bson::doc! {}).await {
             Ok(0) => Ok(()),

@@ -43,6 +43,31 @@ fn open_queue(env: &ServerEnv, max_receives: u32) -> SqliteQueue {
     SqliteQueue::new(db, max_receives)
 }
 
+/// Waits for a message on the embedded queue and takes it away (with any beside it), as a lost
+/// message would be: what strands an order whose outbox says it was sent.
+async fn take_the_queued_messages(env: &ServerEnv) {
+    let queue = open_queue(env, 5);
+    poll_until(
+        ORDER_DEADLINE,
+        "the order's message, taken away",
+        || async {
+            let got = queue
+                .receive(10, Duration::ZERO, Duration::from_secs(600))
+                .await
+                .map_err(|e| e.to_string())?;
+            if got.is_empty() {
+                return Err("no message yet".into());
+            }
+            let receipts: Vec<String> = got.iter().map(|m| m.receipt_handle.clone()).collect();
+            queue
+                .delete_batch(&receipts)
+                .await
+                .map_err(|e| e.to_string())
+        },
+    )
+    .await;
+}
+
 /// Sum of every series of `name` (optionally only those whose labels contain `labels`).
 fn metric(page: &str, name: &str, labels: Option<&str>) -> f64 {
     page.lines()

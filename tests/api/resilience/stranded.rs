@@ -27,26 +27,7 @@ async fn an_order_whose_message_was_lost_after_it_was_sent_is_completed_by_the_s
     let user = api.new_user().await;
     let id = str_of(&api.place_order(&user, &[(&pid, 2)]).await["id"]);
 
-    let queue = open_queue(&env, 5);
-    poll_until(
-        ORDER_DEADLINE,
-        "the order's message, taken away",
-        || async {
-            let got = queue
-                .receive(10, Duration::ZERO, Duration::from_secs(600))
-                .await
-                .map_err(|e| e.to_string())?;
-            if got.is_empty() {
-                return Err("no message yet".into());
-            }
-            let receipts: Vec<String> = got.iter().map(|m| m.receipt_handle.clone()).collect();
-            queue
-                .delete_batch(&receipts)
-                .await
-                .map_err(|e| e.to_string())
-        },
-    )
-    .await;
+    take_the_queued_messages(&env).await;
     let (env2, id2) = (env.clone(), id.clone());
     poll_until(ORDER_DEADLINE, "the outbox flag set", || {
         let (env, id) = (env2.clone(), id2.clone());
