@@ -232,9 +232,9 @@ async fn a_stranded_order_whose_claim_reply_was_lost_is_sent_at_the_next_pass() 
     })
     .await;
     let env = api.stop();
-    // A process stopped with a write of its own in flight can leave the FerretDB write lock
-    // behind, which the next process takes over only after a whole lease (10 s): not what this
-    // test is about, so the lock of the stopped process is removed, as an operator may.
+    // `stop` kills the process: with a write of its own in flight it leaves the FerretDB write
+    // lock behind, which the next process takes over only after a whole lease (10 s). Not what
+    // this test is about, so the dead process's lock is removed, as an operator may.
     let locks = direct
         .database(&database)
         .collection::<bson::Document>("locks");
